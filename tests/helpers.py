@@ -1,0 +1,100 @@
+"""Shared helpers for the tests: random data, weights and conversions."""
+
+import keras
+import numpy as np
+
+BATCH = 3
+TIMESTEPS = 5
+FEATURES = 3
+UNITS = 4
+
+# float32 layers against a float64 oracle: this leaves room for float32
+# rounding over a few steps while still catching any real semantic slip.
+RTOL = 1e-5
+ATOL = 1e-5
+
+
+def to_numpy(x):
+    """Converts a backend tensor (or a list of them) to float64 NumPy."""
+    if isinstance(x, (list, tuple)):
+        return [to_numpy(v) for v in x]
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
+
+
+def random_inputs(rng, batch=BATCH, timesteps=TIMESTEPS, features=FEATURES):
+    """Returns float32 inputs (batch, timesteps, features) in [-1, 1]."""
+    shape = (batch, timesteps, features)
+    return rng.uniform(-1.0, 1.0, shape).astype("float32")
+
+
+def random_weights(rng, features=FEATURES, units=UNITS, use_bias=True):
+    """Returns float32 [kernel, recurrent_kernel, (bias)] for an LSTM.
+
+    The scale keeps gates away from saturation, so a wrong gate order or a
+    missing term shows up as a clear numeric difference.
+    """
+    weights = [
+        rng.normal(0.0, 0.5, (features, 4 * units)).astype("float32"),
+        rng.normal(0.0, 0.5, (units, 4 * units)).astype("float32"),
+    ]
+    if use_bias:
+        weights.append(rng.normal(0.0, 0.5, (4 * units,)).astype("float32"))
+    return weights
+
+
+def random_state(rng, batch=BATCH, units=UNITS):
+    """Returns a float32 initial state [h0, c0], each (batch, units)."""
+    return [
+        rng.uniform(-1.0, 1.0, (batch, units)).astype("float32"),
+        rng.uniform(-1.0, 1.0, (batch, units)).astype("float32"),
+    ]
+
+
+def make_mask(kind, batch=BATCH, timesteps=TIMESTEPS):
+    """Returns a boolean mask (batch, timesteps) of the given kind, or None.
+
+    Args:
+        kind: "none", "right" (right-padded), "left" (left-padded),
+            "holes" (masked steps in the middle) or "full_row" (one row
+            entirely masked).
+        batch: Batch size; needs at least 3 rows for every kind.
+        timesteps: Number of timesteps; needs at least 5.
+
+    Returns:
+        A bool array, or None for "none".
+    """
+    if kind == "none":
+        return None
+    mask = np.ones((batch, timesteps), dtype=bool)
+    if kind == "right":
+        # Different lengths per row, including a full-length one.
+        mask[0, 3:] = False
+        mask[1, 1:] = False
+    elif kind == "left":
+        mask[0, :2] = False
+        mask[1, :4] = False
+    elif kind == "holes":
+        mask[0, 1] = False
+        mask[0, 3] = False
+        mask[1, 0] = False
+        mask[1, 2:4] = False
+        mask[2, 4] = False
+    elif kind == "full_row":
+        mask[1, :] = False
+        mask[0, 2:] = False
+    else:
+        raise ValueError(f"Unknown mask kind: {kind}")
+    return mask
+
+
+def assert_close(actual, expected, rtol=RTOL, atol=ATOL):
+    """Asserts that two (possibly nested) results agree elementwise."""
+    if isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)), type(actual)
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected, strict=True):
+            assert_close(a, e, rtol=rtol, atol=atol)
+        return
+    actual = to_numpy(actual)
+    assert actual.shape == np.shape(expected), (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
