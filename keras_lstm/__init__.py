@@ -1,6 +1,7 @@
 """keras_lstm: a drop-in keras.layers.LSTM, one semantics on every backend."""
 
+from keras_lstm.dispatch import Plan, explain
 from keras_lstm.layer import LSTM
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "Plan", "explain"]
 __version__ = "0.1.0"

@@ -10,7 +10,9 @@ import numbers
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
+from keras_lstm import dispatch, masking
 from keras_lstm import ops as lstm_ops
+from keras_lstm.backend import kernels
 
 _USE_CUDNN_CHOICES = ("auto", True, False)
 
@@ -460,24 +462,28 @@ class LSTM(keras.layers.Layer):
             # every step and for every gate.
             x = x * ops.expand_dims(input_mask, 1)
 
-        sequence, h, c = lstm_ops.lstm(
-            x,
-            h0,
-            c0,
-            mask,
-            self.cell.kernel,
-            self.cell.recurrent_kernel,
-            self.cell.bias,
-            activation=self.activation,
-            recurrent_activation=self.recurrent_activation,
-            recurrent_dropout_mask=recurrent_mask,
-            unroll=self.unroll,
-        )
+        seen = None if mask is None else masking.counts(mask)
+        chosen = dispatch.plan(self, x, training)
+        if chosen.reasons:
+            sequence, h, c = lstm_ops.lstm(
+                x,
+                h0,
+                c0,
+                mask,
+                self.cell.kernel,
+                self.cell.recurrent_kernel,
+                self.cell.bias,
+                activation=self.activation,
+                recurrent_activation=self.recurrent_activation,
+                recurrent_dropout_mask=recurrent_mask,
+                unroll=self.unroll,
+            )
+        else:
+            sequence, h, c = self._fused(x, h0, c0, mask, seen)
         if mask is not None:
             # Before a row's first valid step there is no previous output:
             # zeros, not the initial h (tf.keras semantics).
-            seen = ops.cumsum(ops.cast(mask, "int32"), axis=1) > 0
-            sequence = ops.where(ops.expand_dims(seen, -1), sequence, 0)
+            sequence = ops.where(ops.expand_dims(seen > 0, -1), sequence, 0)
 
         if self.stateful:
             for v, s in zip(self.states, (h, c), strict=True):
@@ -492,6 +498,36 @@ class LSTM(keras.layers.Layer):
         if self.return_state:
             return [output, h, c]
         return output
+
+    def _fused(self, x, h0, c0, mask, seen):
+        """Runs the backend's fused kernel; any mask becomes lengths."""
+        cell = self.cell
+        # Kernels take tensors: `.value` (autocast under mixed precision).
+        bias = ops.zeros((4 * self.units,), x.dtype)
+        if cell.use_bias:
+            bias = cell.bias.value
+        lengths = None
+        if mask is not None:
+            x = masking.compact(x, mask, seen)
+            lengths = seen[:, -1]
+            # Kernels take lengths >= 1; a fully masked row is put right
+            # below (its states stay the initial ones).
+            lengths_or_one = ops.maximum(lengths, 1)
+        sequence, h, c = kernels.lstm(
+            x,
+            h0,
+            c0,
+            None if mask is None else lengths_or_one,
+            cell.kernel.value,
+            cell.recurrent_kernel.value,
+            bias,
+        )
+        if mask is not None:
+            sequence = masking.expand(sequence, seen)
+            empty = ops.expand_dims(lengths == 0, -1)
+            h = ops.where(empty, h0, h)
+            c = ops.where(empty, c0, c)
+        return sequence, h, c
 
     # ------------------------------------------------------------------
     # Config

@@ -1,0 +1,32 @@
+"""The fused kernel of the active Keras backend, chosen once at import.
+
+Each module here exposes the same three names:
+
+- `name(inputs) -> str`: the kernel that would run on these inputs;
+- `unsupported(inputs) -> tuple[str, ...]`: why it cannot run here (device,
+  dtype, tracing context); empty when it can;
+- `lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
+  -> (sequence, h, c)`: the standard LSTM (tanh, sigmoid, gates i, f, c, o)
+  over batch-major inputs whose valid steps are at the front of each row.
+  `lengths` is None (all steps valid) or an int32 (batch,) tensor with values
+  in [1, timesteps]; h and c are the states after each row's last valid step;
+  `sequence` is exact at valid steps and unspecified after them. `bias` is
+  never None (the layer passes zeros for use_bias=False).
+
+Only the module of the active backend is imported, so `import keras_lstm`
+under JAX imports neither torch nor TensorFlow.
+"""
+
+import keras
+
+_backend = keras.backend.backend()
+if _backend == "torch":
+    from keras_lstm.backend import torch as kernels
+elif _backend == "jax":
+    from keras_lstm.backend import jax as kernels
+elif _backend == "tensorflow":
+    from keras_lstm.backend import tensorflow as kernels
+else:
+    kernels = None
+
+__all__ = ["kernels"]

@@ -1,0 +1,44 @@
+"""Masks on the fused kernels: move valid steps to the front, and back.
+
+A fused kernel takes per-row lengths, not masks. `compact` gathers each
+row's valid steps to the front (stable), so any mask becomes a right-padded
+one; `expand` gathers, for every original step, the output of the last valid
+step at or before it. Right-padded masks are a gather of the identity.
+"""
+
+from keras import ops
+
+
+def counts(mask):
+    """Valid steps at or before each step, (batch, timesteps) int32."""
+    return ops.cumsum(ops.cast(mask, "int32"), axis=1)
+
+
+def compact(inputs, mask, seen):
+    """Moves each row's valid steps to the front, keeping their order.
+
+    Args:
+        inputs: (batch, timesteps, features).
+        mask: boolean (batch, timesteps).
+        seen: `counts(mask)`.
+
+    Returns:
+        inputs with the valid steps of each row first, then the masked ones.
+    """
+    timesteps = ops.shape(mask)[1]
+    lengths = seen[:, -1:]
+    steps = ops.expand_dims(ops.arange(timesteps, dtype="int32"), 0)
+    # Destination of each step: valid steps in order, then masked steps.
+    destination = ops.where(mask, seen - 1, lengths + steps - seen)
+    source = ops.argsort(destination, axis=1)
+    return ops.take_along_axis(inputs, ops.expand_dims(source, -1), axis=1)
+
+
+def expand(sequence, seen):
+    """Puts compacted outputs back: each step gets the last valid output.
+
+    Steps before a row's first valid step get the first output; the layer
+    zeroes them.
+    """
+    index = ops.maximum(seen - 1, 0)
+    return ops.take_along_axis(sequence, ops.expand_dims(index, -1), axis=1)
