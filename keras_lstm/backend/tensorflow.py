@@ -1,8 +1,14 @@
-"""TensorFlow fused LSTM: CudnnRNNV3 on GPU, an XLA-compiled loop on CPU."""
+"""TensorFlow fused LSTM: CudnnRNNV3 on GPU, a graph while_loop elsewhere.
+
+The CPU loop is a tf.function without jit_compile of its own: Keras compiles
+the whole train / predict step with XLA (jit_compile="auto"), and an inner
+XLA function would break gradients there (TensorLists cannot cross the
+XLA/TF boundary).
+"""
 
 import tensorflow as tf
 
-_XLA_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+_LOOP_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _CUDNN_DTYPES = (tf.float16, tf.float32, tf.float64)
 
 
@@ -11,11 +17,11 @@ def _on_gpu() -> bool:
 
 
 def name(inputs) -> str:
-    return "tensorflow-cudnn" if _on_gpu() else "tensorflow-xla"
+    return "tensorflow-cudnn" if _on_gpu() else "tensorflow-while"
 
 
 def unsupported(inputs) -> tuple[str, ...]:
-    dtypes = _CUDNN_DTYPES if _on_gpu() else _XLA_DTYPES
+    dtypes = _CUDNN_DTYPES if _on_gpu() else _LOOP_DTYPES
     if inputs.dtype not in dtypes:
         return (f"the {name(inputs)} kernel does not take {inputs.dtype.name}",)
     return ()
@@ -48,8 +54,8 @@ def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     return sequence, h[:, 0], c[:, 0]
 
 
-@tf.function(jit_compile=True, autograph=False, reduce_retracing=True)
-def _xla(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+@tf.function(autograph=False, reduce_retracing=True)
+def _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     timesteps = inputs.shape[1] or tf.shape(inputs)[1]
     # The input projection for all steps is one matmul, time-major so that
     # the loop reads contiguous slices.
@@ -80,4 +86,4 @@ def _xla(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
 def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     if _on_gpu():
         return _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
-    return _xla(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
+    return _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
