@@ -96,6 +96,9 @@ class LSTM(keras.layers.Layer):
             condition that failed when none can run.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
             `implementation` is accepted for compatibility and has no effect.
+            `zero_output_for_mask` (from keras.layers.RNN, default False):
+            masked steps output zeros instead of the previous output;
+            `keras.layers.Bidirectional` sets it to `return_sequences`.
 
     Call arguments:
         inputs: A 3D tensor `(batch, timesteps, features)`, or
@@ -156,6 +159,12 @@ class LSTM(keras.layers.Layer):
         # Accepted so that code written for tf.keras / Keras 3 keeps working;
         # keras_lstm has one implementation of the step.
         self.implementation = kwargs.pop("implementation", 2)
+        # A keras.layers.RNN argument: masked steps output zeros instead of
+        # repeating the previous output. Bidirectional sets it to
+        # return_sequences, so that both directions are zero where masked.
+        self.zero_output_for_mask = bool(
+            kwargs.pop("zero_output_for_mask", False)
+        )
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if (
             isinstance(units, bool)
@@ -483,7 +492,8 @@ class LSTM(keras.layers.Layer):
         if mask is not None:
             # Before a row's first valid step there is no previous output:
             # zeros, not the initial h (tf.keras semantics).
-            sequence = ops.where(ops.expand_dims(seen > 0, -1), sequence, 0)
+            keep = mask if self.zero_output_for_mask else seen > 0
+            sequence = ops.where(ops.expand_dims(keep, -1), sequence, 0)
 
         if self.stateful:
             for v, s in zip(self.states, (h, c), strict=True):
@@ -581,6 +591,7 @@ class LSTM(keras.layers.Layer):
                 "time_major": self.time_major,
                 "unroll": self.unroll,
                 "use_cudnn": self.use_cudnn,
+                "zero_output_for_mask": self.zero_output_for_mask,
             }
         )
         return config
