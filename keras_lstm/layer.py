@@ -306,6 +306,10 @@ class LSTM(keras.layers.Layer):
                     shape=(batch, self.units),
                     initializer="zeros",
                     trainable=False,
+                    # Kept in the variable dtype: under mixed precision an
+                    # autocast variable's assign is lost on torch (it copies
+                    # into the autocast copy).
+                    autocast=False,
                     name=name,
                 )
                 for name in ("state_h", "state_c")
