@@ -1,9 +1,17 @@
-"""Command line: `python -m keras_lstm demo` (also the `keras-lstm` script)."""
+"""Command line: `python -m keras_lstm demo|bench|parity` (also the
+`keras-lstm` script)."""
 
 import argparse
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
+
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def _majority_task(samples: int, max_len: int, rng: np.random.Generator):
@@ -57,6 +65,96 @@ def demo(epochs: int, samples: int, max_len: int, seed: int) -> float:
     return accuracy
 
 
+def _random_inputs(model, batch: int, timesteps: int, seed: int):
+    """Inputs of the model's shapes: unknown batch / time axes get `batch`
+    and `timesteps`; integer inputs get 1s and 0s (valid ids for any
+    Embedding); boolean ones are all True."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for i, spec in enumerate(model.inputs):
+        shape = [
+            batch if d is None and a == 0 else d
+            for a, d in enumerate(spec.shape)
+        ]
+        shape = [timesteps if d is None else d for d in shape]
+        dtype = str(spec.dtype)
+        if "int" in dtype:
+            value = rng.integers(0, 2, size=shape).astype(dtype)
+        elif "bool" in dtype:
+            value = np.ones(shape, bool)
+        else:
+            value = rng.normal(size=shape).astype(dtype)
+        arrays[f"input_{i}"] = value
+    return arrays
+
+
+def _parity_worker(model_path, inputs_path, out_path, batch, timesteps):
+    """Runs in a subprocess: loads the model on this backend, runs it."""
+    import keras
+
+    import keras_lstm  # noqa: F401  (registers keras_lstm>LSTM)
+
+    model = keras.saving.load_model(model_path, compile=False)
+    if not os.path.exists(inputs_path):
+        np.savez(inputs_path, **_random_inputs(model, batch, timesteps, 0))
+    with np.load(inputs_path) as data:
+        inputs = [data[f"input_{i}"] for i in range(len(data.files))]
+    outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    flat = keras.tree.flatten(outputs)
+    np.savez(
+        out_path,
+        **{
+            f"output_{i}": keras.ops.convert_to_numpy(o)
+            for i, o in enumerate(flat)
+        },
+    )
+
+
+def parity(model_path, backends, inputs_path, atol, batch, timesteps) -> int:
+    """Runs a .keras model on each backend; prints the largest difference
+    for every pair. Returns 1 when one is above `atol`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if inputs_path is None:
+            inputs_path = os.path.join(tmp, "inputs.npz")
+        results = {}
+        for backend in backends:
+            print(f"running {model_path} on {backend} ...", flush=True)
+            out = os.path.join(tmp, f"{backend}.npz")
+            env = dict(os.environ, KERAS_BACKEND=backend)
+            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "keras_lstm",
+                    "_parity_worker",
+                    model_path,
+                    inputs_path,
+                    out,
+                    str(batch),
+                    str(timesteps),
+                ],
+                env=env,
+                check=True,
+            )
+            with np.load(out) as data:
+                results[backend] = [data[k] for k in sorted(data.files)]
+    worst = 0.0
+    print(f"\n| backends | largest difference (atol {atol:g}) |\n|---|---|")
+    for a, b in itertools.combinations(backends, 2):
+        diff = max(
+            float(np.max(np.abs(x.astype("float64") - y.astype("float64"))))
+            for x, y in zip(results[a], results[b], strict=True)
+        )
+        worst = max(worst, diff)
+        print(f"| {a} vs {b} | {diff:.3g} |")
+    if worst > atol:
+        print(f"FAIL: {worst:.3g} > atol {atol:g}")
+        return 1
+    print("OK")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="keras-lstm", description="keras_lstm command line."
@@ -69,9 +167,50 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=2048)
     p.add_argument("--max-len", type=int, default=21)
     p.add_argument("--seed", type=int, default=0)
+    p = commands.add_parser(
+        "parity",
+        help="run a .keras model on several backends and compare outputs",
+    )
+    p.add_argument("model", help="a .keras file (any Keras model)")
+    p.add_argument(
+        "--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS
+    )
+    p.add_argument(
+        "--inputs",
+        help=".npz with input_0, input_1, ... "
+        "(default: random inputs of the model's shapes)",
+    )
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument(
+        "--batch", type=int, default=4, help="batch size of random inputs"
+    )
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        default=8,
+        help="unknown non-batch axes of random inputs",
+    )
+    worker = commands.add_parser("_parity_worker")
+    for name in ("model", "inputs", "out"):
+        worker.add_argument(name)
+    worker.add_argument("batch", type=int)
+    worker.add_argument("timesteps", type=int)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.epochs, args.samples, args.max_len, args.seed)
+    elif args.command == "parity":
+        return parity(
+            args.model,
+            args.backends,
+            args.inputs,
+            args.atol,
+            args.batch,
+            args.timesteps,
+        )
+    elif args.command == "_parity_worker":
+        _parity_worker(
+            args.model, args.inputs, args.out, args.batch, args.timesteps
+        )
     return 0
 
 
