@@ -463,6 +463,9 @@ class LSTM(keras.layers.Layer):
                 mask = ops.transpose(mask, (1, 0))
         if mask is not None:
             mask = ops.cast(mask, "bool")
+            # Masked steps never matter: not their values (inf, NaN, padding
+            # values) nor, through them, any gradient.
+            x = ops.where(ops.expand_dims(mask, -1), x, 0)
         if self.go_backwards:
             x = ops.flip(x, axis=1)
             if mask is not None:

@@ -7,11 +7,6 @@ _DTYPES = {
     "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
 }
 
-# Added to the forget-gate and subtracted from the input-gate pre-activation
-# at padded steps: sigmoid saturates to exactly 1 and 0, so c passes through
-# unchanged (and so do its gradients). Small enough to stay finite in float16.
-_SATURATE = 1.0e4
-
 
 def name(inputs) -> str:
     return "torch-cudnn" if inputs.device.type == "cuda" else "torch-cpu"
@@ -49,10 +44,14 @@ def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
         steps = torch.arange(inputs.shape[1], device=inputs.device)
         padded = (steps[None, :] >= lengths[:, None]).to(inputs.dtype)
         inputs = torch.cat([inputs, padded[..., None]], dim=-1)
+        # Far beyond any pre-activation at a padded step (the layer zeroes
+        # masked inputs, so there it is bias + h @ R with |h| <= 1), and
+        # finite in float16.
+        saturate = min(1e6, torch.finfo(w_ih.dtype).max / 64)
         units = recurrent_kernel.shape[0]
         column = torch.zeros(4 * units, 1, dtype=w_ih.dtype, device=w_ih.device)
-        column[:units] = -_SATURATE
-        column[units : 2 * units] = _SATURATE
+        column[:units] = -saturate
+        column[units : 2 * units] = saturate
         w_ih = torch.cat([w_ih, column], dim=1)
     sequence, h, c = torch._VF.lstm(
         inputs,

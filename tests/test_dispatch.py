@@ -1,0 +1,362 @@
+"""Which kernel runs a call: the dispatch rules, explain(), use_cudnn=True.
+
+A spy on the backend's fused kernel (`keras_lstm.backend.kernels.lstm`)
+says what really ran; explain() must say the same thing for every call.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lstm
+import keras_lstm.backend
+from keras_lstm.dispatch import GENERIC
+from tests import helpers
+from tests.test_fused_parity import full_float32, spy_on_kernel
+
+BACKEND = keras.backend.backend()
+KERNELS = keras_lstm.backend.kernels
+
+needs_kernel = pytest.mark.skipif(
+    KERNELS is None, reason=f"the {BACKEND} backend has no fused kernel"
+)
+
+
+@pytest.fixture(autouse=True)
+def _full_float32():
+    # The fit parity below compares float32 weights at 1e-5 (see
+    # full_float32 for why GPUs need this).
+    with full_float32():
+        yield
+
+
+def _layer(**kwargs):
+    rng = np.random.default_rng(0)
+    weights = helpers.random_weights(rng, use_bias=kwargs.get("use_bias", True))
+    return helpers.built_layer(keras_lstm.LSTM, weights, **kwargs)
+
+
+def _inputs():
+    return helpers.random_inputs(np.random.default_rng(1))
+
+
+def _run_and_explain(monkeypatch, layer, x, mask=None, training=None):
+    """Explains a call, runs it under the spy; returns (plan, fused ran)."""
+    plan = keras_lstm.explain(layer, x, mask=mask, training=bool(training))
+    calls = spy_on_kernel(monkeypatch)
+    helpers.call_layer(layer, x, mask=mask, training=training)
+    assert len(calls) <= 1
+    fused = len(calls) == 1
+    # explain() agrees with what ran: reasons exactly when generic.
+    assert (plan.reasons == ()) == fused, plan
+    assert (plan.kernel == GENERIC) == (not fused), plan
+    return plan, fused
+
+
+# (id, layer arguments, call arguments): calls a fused kernel must take.
+ELIGIBLE = [
+    ("defaults", {}, {}),
+    ("mask", {}, {"mask": helpers.make_mask("holes")}),
+    ("fully_masked_row", {}, {"mask": helpers.make_mask("full_row")}),
+    ("input_dropout_training", {"dropout": 0.5}, {"training": True}),
+    ("recurrent_dropout_inference", {"recurrent_dropout": 0.5}, {}),
+    (
+        "recurrent_dropout_training_false",
+        {"recurrent_dropout": 0.5},
+        {"training": False},
+    ),
+    ("no_bias", {"use_bias": False}, {}),
+    ("go_backwards", {"go_backwards": True}, {}),
+    ("stateful", {"stateful": True}, {}),
+    ("use_cudnn_true", {"use_cudnn": True}, {}),
+    ("activation_tanh_object", {"activation": keras.activations.tanh}, {}),
+]
+
+# (id, layer arguments, call arguments, a word the single reason must hold):
+# one failed rule each, so each rule is seen to act on its own.
+INELIGIBLE = [
+    ("activation", {"activation": "relu"}, {}, "activation is 'relu'"),
+    (
+        "recurrent_activation",
+        {"recurrent_activation": "hard_sigmoid"},
+        {},
+        "recurrent_activation is 'hard_sigmoid'",
+    ),
+    (
+        "recurrent_dropout_training",
+        {"recurrent_dropout": 0.5},
+        {"training": True},
+        "recurrent_dropout",
+    ),
+    ("unroll", {"unroll": True}, {}, "unroll=True"),
+    ("use_cudnn_false", {"use_cudnn": False}, {}, "use_cudnn=False"),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "layer_kwargs, call_kwargs",
+    [case[1:] for case in ELIGIBLE],
+    ids=[case[0] for case in ELIGIBLE],
+)
+def test_eligible_calls_run_the_fused_kernel(
+    monkeypatch, layer_kwargs, call_kwargs
+):
+    layer = _layer(**layer_kwargs)
+    x = _inputs()
+    plan, fused = _run_and_explain(monkeypatch, layer, x, **call_kwargs)
+    assert fused
+    assert plan.reasons == ()
+    assert plan.kernel == KERNELS.name(keras.ops.convert_to_tensor(x))
+    assert plan.kernel != GENERIC
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "layer_kwargs, call_kwargs, reason",
+    [case[1:] for case in INELIGIBLE],
+    ids=[case[0] for case in INELIGIBLE],
+)
+def test_each_rule_alone_keeps_the_fused_kernel_off(
+    monkeypatch, layer_kwargs, call_kwargs, reason
+):
+    layer = _layer(**layer_kwargs)
+    plan, fused = _run_and_explain(monkeypatch, layer, _inputs(), **call_kwargs)
+    assert not fused
+    assert plan.kernel == GENERIC
+    assert len(plan.reasons) == 1, plan.reasons
+    assert reason in plan.reasons[0]
+
+
+@needs_kernel
+def test_backend_reasons_keep_the_fused_kernel_off(monkeypatch):
+    # Device, dtype and tracing rules come from the backend module; whatever
+    # it reports must reach explain() and keep the call generic.
+    reason = "the test says this device cannot run it"
+    monkeypatch.setattr(KERNELS, "unsupported", lambda inputs: (reason,))
+    plan, fused = _run_and_explain(monkeypatch, _layer(), _inputs())
+    assert not fused
+    assert plan == keras_lstm.Plan(GENERIC, (reason,))
+
+
+@needs_kernel
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_unsupported_dtype_falls_back(monkeypatch, dtype):
+    x = keras.ops.convert_to_tensor(_inputs(), dtype=dtype)
+    if keras.backend.standardize_dtype(x.dtype) != dtype:
+        pytest.skip(f"{BACKEND} does not make {dtype} tensors here")
+    backend_reasons = KERNELS.unsupported(x)
+    # torch on CPU has no QR in half precision, which the default
+    # orthogonal initializer needs: a Keras limit, not the one tested here.
+    layer = keras_lstm.LSTM(
+        helpers.UNITS, dtype=dtype, recurrent_initializer="glorot_uniform"
+    )
+    plan, fused = _run_and_explain(monkeypatch, layer, x)
+    # Whatever the kernel takes or refuses, explain and the call agree
+    # with the backend module.
+    assert fused == (not backend_reasons)
+    assert plan.reasons == backend_reasons
+    if backend_reasons:
+        assert dtype in plan.reasons[0]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch tracing rules")
+@pytest.mark.parametrize(
+    "patched, reason",
+    [
+        ("torch.compiler.is_compiling", "torch.compile"),
+        ("torch.jit.is_tracing", "torch.jit"),
+    ],
+)
+def test_torch_tracing_falls_back(monkeypatch, patched, reason):
+    # Compiling a model here would take far too long; the rule only asks
+    # torch whether it is tracing, so answering "yes" exercises it.
+    monkeypatch.setattr(patched, lambda: True)
+    plan, fused = _run_and_explain(monkeypatch, _layer(), _inputs())
+    assert not fused
+    assert plan.kernel == GENERIC
+    assert len(plan.reasons) == 1 and reason in plan.reasons[0]
+
+
+@needs_kernel
+def test_explain_follows_training(monkeypatch):
+    # The same layer changes path with the training flag, call by call.
+    layer = _layer(recurrent_dropout=0.5)
+    x = _inputs()
+    for training, want_fused in [(True, False), (False, True), (True, False)]:
+        plan, fused = _run_and_explain(monkeypatch, layer, x, training=training)
+        assert fused == want_fused
+        assert (plan.reasons == ()) == want_fused
+
+
+@needs_kernel
+def test_explain_ignores_the_mask_and_handles_time_major():
+    layer = _layer(time_major=True)
+    x = np.transpose(_inputs(), (1, 0, 2))
+    mask = helpers.make_mask("left").T
+    plan = keras_lstm.explain(layer, x)
+    assert plan == keras_lstm.explain(layer, x, mask=mask)
+    assert plan.reasons == ()
+    batch_major = keras.ops.convert_to_tensor(_inputs())
+    assert plan.kernel == KERNELS.name(batch_major)
+
+
+def test_every_failed_rule_is_reported():
+    layer = _layer(
+        activation="relu",
+        recurrent_activation="hard_sigmoid",
+        recurrent_dropout=0.5,
+        unroll=True,
+    )
+    plan = keras_lstm.explain(layer, _inputs(), training=True)
+    assert plan.kernel == GENERIC
+    words = ["'relu'", "'hard_sigmoid'", "recurrent_dropout", "unroll"]
+    assert len(plan.reasons) >= 4
+    for word in words:
+        assert sum(word in r for r in plan.reasons) == 1, (word, plan.reasons)
+    # Outside training the recurrent dropout rule does not apply.
+    plan = keras_lstm.explain(layer, _inputs(), training=False)
+    assert not any("recurrent_dropout" in r for r in plan.reasons)
+
+
+def test_use_cudnn_true_names_every_failed_condition(monkeypatch):
+    layer = _layer(activation="relu", unroll=True, use_cudnn=True)
+    x = _inputs()
+    # explain() does not raise: it returns what the call raises with.
+    plan = keras_lstm.explain(layer, x)
+    assert plan.kernel == GENERIC
+    assert len(plan.reasons) >= 2
+    calls = spy_on_kernel(monkeypatch) if KERNELS is not None else []
+    with pytest.raises(ValueError, match="use_cudnn=True") as error:
+        helpers.call_layer(layer, x)
+    message = str(error.value)
+    assert layer.name in message
+    assert "'relu'" in message and "unroll" in message
+    for reason in plan.reasons:
+        assert reason in message
+    assert not calls
+
+
+@needs_kernel
+def test_use_cudnn_true_raises_only_in_training_for_recurrent_dropout():
+    layer = _layer(recurrent_dropout=0.5, use_cudnn=True)
+    x = _inputs()
+    helpers.call_layer(layer, x, training=False)
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        helpers.call_layer(layer, x, training=True)
+
+
+# ---------------------------------------------------------------------------
+# Imports: only the active backend's kernel module.
+
+_IMPORT_SCRIPT = """
+import json, sys
+import keras
+before = set(sys.modules)
+import keras_lstm
+added = sorted(set(sys.modules) - before)
+print(json.dumps({"backend": keras.backend.backend(), "added": added}))
+"""
+
+_FRAMEWORKS = {
+    "tensorflow": ("tensorflow",),
+    "jax": ("jax", "jaxlib"),
+    "torch": ("torch",),
+}
+
+
+@pytest.mark.parametrize("backend", sorted(_FRAMEWORKS))
+def test_import_adds_no_other_framework(backend):
+    if importlib.util.find_spec(_FRAMEWORKS[backend][0]) is None:
+        pytest.skip(f"{backend} is not installed")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(root), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    # A fresh interpreter: this one has every framework the suite touched.
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_SCRIPT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend
+    added = report["added"]
+    # The measurement sees imports: the backend's own module is among them.
+    assert f"keras_lstm.backend.{backend}" in added
+    # Frameworks `import keras` already brought in are in the baseline, so
+    # only what keras_lstm itself imports can show up here.
+    others = [b for b in _FRAMEWORKS if b != backend]
+    forbidden = {name for b in others for name in _FRAMEWORKS[b]}
+    forbidden |= {f"keras_lstm.backend.{b}" for b in others}
+    leaked = [
+        m for m in added if m.split(".")[0] in forbidden or m in forbidden
+    ]
+    assert not leaked
+
+
+# ---------------------------------------------------------------------------
+# Models: fit and predict take the fused path and learn what the generic
+# path learns.
+
+
+def _masked_model(use_cudnn, weights):
+    model = keras.Sequential(
+        [
+            keras.Input((helpers.TIMESTEPS, helpers.FEATURES)),
+            keras.layers.Masking(mask_value=0.0),
+            keras_lstm.LSTM(helpers.UNITS, use_cudnn=use_cudnn),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.set_weights(weights)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+@needs_kernel
+def test_fit_and_predict_with_masking_use_the_fused_kernel(monkeypatch):
+    rng = np.random.default_rng(2)
+    x = helpers.random_inputs(rng, batch=4)
+    # Zero steps are masked by Masking: right padding and a hole.
+    x[0, 3:] = 0.0
+    x[1, 1] = 0.0
+    x[2, :2] = 0.0
+    y = rng.normal(size=(4, 1)).astype("float32")
+    weights = helpers.random_weights(rng) + [
+        rng.normal(size=(helpers.UNITS, 1)).astype("float32"),
+        np.zeros(1, "float32"),
+    ]
+    generic = _masked_model(False, weights)
+    generic.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+    want = generic.predict(x, batch_size=2, verbose=0)
+
+    fused = _masked_model("auto", weights)
+    calls = spy_on_kernel(monkeypatch)
+    history = fused.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+    assert calls, "fit did not run the fused kernel"
+    # Every call saw lengths: the mask reached the kernel.
+    assert all(args[3] is not None for args in calls)
+    assert np.all(np.isfinite(history.history["loss"]))
+    seen = len(calls)
+    got = fused.predict(x, batch_size=2, verbose=0)
+    assert len(calls) > seen, "predict did not run the fused kernel"
+
+    # The same training on both paths: same weights, same predictions.
+    for a, b in zip(fused.get_weights(), generic.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(fused.get_weights()[0], weights[0])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,344 @@
+"""The fused kernels on GPU, and the parts of the GPU paths a CPU can check.
+
+Tests marked `gpu` run the cuDNN kernels and are skipped without a GPU (see
+conftest.py). The others check, on any machine, what the GPU paths rest on:
+the JAX cuDNN weight layout and argument plumbing (through the reference
+implementation in jax.experimental.rnn), and torch's length handling, which
+is the same code on CPU and CUDA.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lstm
+import keras_lstm.backend
+from keras_lstm import ops as lstm_ops
+from tests import helpers
+from tests.oracle import lstm_reference
+from tests.test_fused_parity import (
+    check_gradients,
+    forward,
+    full_float32,
+    grad,
+    layer_pair,
+    spy_on_kernel,
+)
+
+BACKEND = keras.backend.backend()
+GPU_KERNELS = {
+    "tensorflow": "tensorflow-cudnn",
+    "jax": "jax-cudnn",
+    "torch": "torch-cudnn",
+}
+MASK_KINDS = ["none", "right", "left", "holes", "full_row"]
+# cuDNN sums in its own order (and may pick other algorithms than the
+# generic path's matmuls): a little more room than on CPU.
+GPU_TOL = 1e-4
+
+only_jax = pytest.mark.skipif(BACKEND != "jax", reason="JAX cuDNN layout")
+only_torch = pytest.mark.skipif(BACKEND != "torch", reason="torch kernel")
+
+
+@pytest.fixture(autouse=True)
+def _full_float32():
+    with full_float32():
+        yield
+
+
+# ---------------------------------------------------------------------------
+# On a GPU.
+
+
+@pytest.mark.gpu
+def test_gpu_runs_the_cudnn_kernel(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = helpers.random_inputs(rng)
+    fused, _ = layer_pair(helpers.random_weights(rng))
+    plan = keras_lstm.explain(fused, x, mask=helpers.make_mask("holes"))
+    assert plan.kernel == GPU_KERNELS[BACKEND]
+    assert plan.reasons == ()
+    calls = spy_on_kernel(monkeypatch)
+    helpers.call_layer(fused, x, mask=helpers.make_mask("holes"))
+    assert len(calls) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["fwd", "bwd"])
+@pytest.mark.parametrize("mask_kind", MASK_KINDS)
+def test_gpu_forward_and_gradients_match_generic(
+    monkeypatch, mask_kind, go_backwards
+):
+    rng = np.random.default_rng(1)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    state = helpers.random_state(rng)
+    mask = helpers.make_mask(mask_kind)
+    fused, generic = layer_pair(
+        weights,
+        return_sequences=True,
+        return_state=True,
+        go_backwards=go_backwards,
+    )
+    assert keras_lstm.explain(fused, x).kernel == GPU_KERNELS[BACKEND]
+    calls = spy_on_kernel(monkeypatch)
+    expected = forward(generic, x, state, mask)
+    actual = forward(fused, x, state, mask)
+    assert len(calls) == 1
+    helpers.assert_close(actual, expected, rtol=GPU_TOL, atol=GPU_TOL)
+    check_gradients(
+        fused, generic, x, state, weights, mask, expected, rng, tol=GPU_TOL
+    )
+
+
+@pytest.mark.gpu
+def test_gpu_stateful_matches_generic(monkeypatch):
+    rng = np.random.default_rng(2)
+    weights = helpers.random_weights(rng)
+    fused, generic = layer_pair(weights, stateful=True, return_state=True)
+    calls = spy_on_kernel(monkeypatch)
+    for n, mask in enumerate((None, helpers.make_mask("left")), 1):
+        x = helpers.random_inputs(rng)
+        expected = forward(generic, x, mask=mask)
+        actual = forward(fused, x, mask=mask)
+        assert len(calls) == n
+        helpers.assert_close(actual, expected, rtol=GPU_TOL, atol=GPU_TOL)
+
+
+# ---------------------------------------------------------------------------
+# JAX: the cuDNN weight layout and plumbing, through lstm_ref on any device.
+
+
+def _jax_problem(seed, batch=3, timesteps=5):
+    rng = np.random.default_rng(seed)
+    x = helpers.random_inputs(rng, batch=batch, timesteps=timesteps)
+    kernel, recurrent_kernel, bias = helpers.random_weights(rng)
+    h0, c0 = helpers.random_state(rng, batch=batch)
+    return x, kernel, recurrent_kernel, bias, h0, c0
+
+
+@only_jax
+def test_pack_cudnn_weights_is_the_cudnn_layout():
+    from jax.experimental import rnn
+
+    from keras_lstm.backend import jax as jax_kernels
+
+    _, kernel, recurrent_kernel, bias, _, _ = _jax_problem(3)
+    features, units = helpers.FEATURES, helpers.UNITS
+    packed = jax_kernels.pack_cudnn_weights(kernel, recurrent_kernel, bias)
+    assert packed.shape == (
+        rnn.get_num_params_in_lstm(features, units, 1, False),
+    )
+    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(
+        packed, features, units, 1, False
+    )
+    # Gates i, f, g, o in both layouts: only a transpose in between.
+    np.testing.assert_array_equal(np.asarray(w_ih[0]), kernel.T)
+    np.testing.assert_array_equal(np.asarray(w_hh[0]), recurrent_kernel.T)
+    np.testing.assert_array_equal(np.asarray(b_ih[0]), bias)
+    np.testing.assert_array_equal(np.asarray(b_hh[0]), np.zeros_like(bias))
+
+
+@only_jax
+def test_lstm_ref_on_packed_weights_matches_generic():
+    from jax.experimental import rnn
+
+    from keras_lstm.backend import jax as jax_kernels
+
+    x, kernel, recurrent_kernel, bias, h0, c0 = _jax_problem(4)
+    features, units = helpers.FEATURES, helpers.UNITS
+    # Right-padded rows of different lengths, 1 and full length included.
+    lengths = np.array([5, 1, 3], dtype="int32")
+    valid = np.arange(5)[None, :] < lengths[:, None]
+    generic = helpers.built_layer(
+        keras_lstm.LSTM,
+        [kernel, recurrent_kernel, bias],
+        use_cudnn=False,
+        return_sequences=True,
+        return_state=True,
+    )
+    want_seq, want_h, want_c = forward(generic, x, [h0, c0], valid)
+
+    weights = rnn.unpack_lstm_weights(
+        jax_kernels.pack_cudnn_weights(kernel, recurrent_kernel, bias),
+        features,
+        units,
+        1,
+        False,
+    )
+    sequence, h, c = rnn.lstm_ref(
+        x,
+        h0[None],
+        c0[None],
+        *weights,
+        lengths,
+        features,
+        units,
+        1,
+        0.0,
+        False,
+    )
+    helpers.assert_close(h[0], want_h)
+    helpers.assert_close(c[0], want_c)
+    np.testing.assert_allclose(
+        helpers.to_numpy(sequence)[valid],
+        want_seq[valid],
+        rtol=helpers.RTOL,
+        atol=helpers.ATOL,
+    )
+
+
+def _reference_rnn_lstm(
+    x,
+    h_0,
+    c_0,
+    weights,
+    seq_lengths,
+    input_size,
+    hidden_size,
+    num_layers,
+    dropout,
+    bidirectional,
+    precision=None,
+):
+    """jax.experimental.rnn.lstm's contract, computed by its lstm_ref."""
+    from jax.experimental import rnn
+
+    unpacked = rnn.unpack_lstm_weights(
+        weights, input_size, hidden_size, num_layers, bidirectional
+    )
+    return rnn.lstm_ref(
+        x,
+        h_0,
+        c_0,
+        *unpacked,
+        seq_lengths,
+        input_size,
+        hidden_size,
+        num_layers,
+        dropout,
+        bidirectional,
+    )
+
+
+@only_jax
+@pytest.mark.parametrize("mask_kind", MASK_KINDS)
+def test_jax_cudnn_path_on_reference_rnn_matches_generic(
+    monkeypatch, mask_kind
+):
+    # The layer's cuDNN branch (packing, lengths, state shapes) runs end to
+    # end on CPU with the cuDNN call replaced by JAX's own reference of it.
+    from jax.experimental import rnn
+
+    from keras_lstm.backend import jax as jax_kernels
+
+    monkeypatch.setattr(jax_kernels, "_on_gpu", lambda: True)
+    monkeypatch.setattr(rnn, "lstm", _reference_rnn_lstm)
+    x, kernel, recurrent_kernel, bias, h0, c0 = _jax_problem(5)
+    weights = [kernel, recurrent_kernel, bias]
+    mask = helpers.make_mask(mask_kind)
+    fused, generic = layer_pair(
+        weights, return_sequences=True, return_state=True
+    )
+    assert keras_lstm.explain(fused, x).kernel == "jax-cudnn"
+    calls = spy_on_kernel(monkeypatch)
+    expected = forward(generic, x, [h0, c0], mask)
+    actual = forward(fused, x, [h0, c0], mask)
+    assert len(calls) == 1
+    helpers.assert_close(actual, expected)
+    rng = np.random.default_rng(6)
+    check_gradients(fused, generic, x, [h0, c0], weights, mask, expected, rng)
+
+
+# ---------------------------------------------------------------------------
+# torch: lengths in the kernel shared by CPU and CUDA.
+
+
+@only_torch
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_kernel_lengths_give_final_states(dtype):
+    from keras_lstm.backend import torch as torch_kernels
+
+    rng = np.random.default_rng(7)
+    batch, timesteps = 4, 6
+    x = helpers.random_inputs(rng, batch=batch, timesteps=timesteps)
+    kernel, recurrent_kernel, bias = helpers.random_weights(rng)
+    h0, c0 = helpers.random_state(rng, batch=batch)
+    lengths = np.array([2, timesteps, 1, 4], dtype="int32")
+    valid = np.arange(timesteps)[None, :] < lengths[:, None]
+    tensors = [
+        keras.ops.convert_to_tensor(a, dtype=dtype)
+        for a in (x, h0, c0, kernel, recurrent_kernel, bias)
+    ]
+    if torch_kernels.unsupported(tensors[0]):
+        pytest.skip(f"{torch_kernels.name(tensors[0])} does not take {dtype}")
+    sequence, h, c = torch_kernels.lstm(
+        *tensors[:3], keras.ops.convert_to_tensor(lengths), *tensors[3:]
+    )
+    want_seq, want_h, want_c = lstm_reference(
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        initial_state=[h0, c0],
+        mask=valid,
+        return_sequences=True,
+        return_state=True,
+    )
+    # The padded steps are neutralised exactly (saturated gates), so
+    # float64 agrees with the oracle to rounding.
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(helpers.to_numpy(h), want_h, rtol=tol, atol=tol)
+    np.testing.assert_allclose(helpers.to_numpy(c), want_c, rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        helpers.to_numpy(sequence)[valid], want_seq[valid], rtol=tol, atol=tol
+    )
+
+
+@only_torch
+def test_torch_kernel_lengths_gradients_match_generic_ops():
+    # The saturated padded steps must pass c's gradient through unchanged
+    # and add none of their own: compared with keras_lstm.ops.lstm, which
+    # keeps the states with a where at masked steps.
+    from keras_lstm.backend import torch as torch_kernels
+
+    rng = np.random.default_rng(8)
+    batch, timesteps = 3, 5
+    x = helpers.random_inputs(rng, batch=batch, timesteps=timesteps)
+    weights = helpers.random_weights(rng)
+    h0, c0 = helpers.random_state(rng, batch=batch)
+    lengths = np.array([3, 5, 1], dtype="int32")
+    valid = np.arange(timesteps)[None, :] < lengths[:, None]
+    cot_h, cot_c = (
+        keras.ops.convert_to_tensor(c, dtype="float32")
+        for c in rng.normal(size=(2, batch, helpers.UNITS))
+    )
+
+    def loss(h, c):
+        return keras.ops.sum(h * cot_h) + keras.ops.sum(c * cot_c)
+
+    def fused(*args):
+        _, h, c = torch_kernels.lstm(
+            *args[:3], keras.ops.convert_to_tensor(lengths), *args[3:]
+        )
+        return loss(h, c)
+
+    def generic(*args):
+        _, h, c = lstm_ops.lstm(
+            *args[:3],
+            keras.ops.convert_to_tensor(valid),
+            *args[3:],
+            activation=keras.activations.tanh,
+            recurrent_activation=keras.activations.sigmoid,
+        )
+        return loss(h, c)
+
+    arguments = [x, h0, c0, *weights]
+    want = grad(generic, arguments)
+    got = grad(fused, arguments)
+    names = ["inputs", "h0", "c0", "kernel", "recurrent_kernel", "bias"]
+    for name, g, w in zip(names, got, want, strict=True):
+        assert np.any(w != 0), name
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=name)
+    # No gradient reaches the padded inputs.
+    assert np.all(got[0][~valid] == 0)
