@@ -57,6 +57,10 @@ def demo(epochs: int, samples: int, max_len: int, seed: int) -> float:
         f"backend {keras.backend.backend()}: majority of {samples} bit "
         f"sequences of length 5-{max_len} (right-padded, masked)"
     )
+    plan = keras_lstm.explain(model.layers[1], x[:64], training=True)
+    print(
+        f"kernel: {plan.kernel}" + "".join(f"\n  - {r}" for r in plan.reasons)
+    )
     start = time.perf_counter()
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=2)
     per_epoch = (time.perf_counter() - start) / epochs
