@@ -1,0 +1,79 @@
+"""Export for serving: TensorFlow SavedModel, torch.export and ONNX."""
+
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lstm
+
+BACKEND = keras.backend.backend()
+
+
+def _model_and_inputs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    x[1, 3:] = 0.0  # masked by the Masking layer: the mask path is exported
+    inputs = keras.Input((5, 3))
+    masked = keras.layers.Masking()(inputs)
+    seq = keras_lstm.LSTM(4, return_sequences=True, go_backwards=True)(masked)
+    last = keras_lstm.LSTM(3)(seq)
+    return keras.Model(inputs, last), x
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow export")
+def test_tf_saved_model_reloads_and_matches(tmp_path):
+    import tensorflow as tf
+
+    model, x = _model_and_inputs()
+    expected = keras.ops.convert_to_numpy(model(x))
+    model.export(str(tmp_path / "saved"), format="tf_saved_model")
+    reloaded = tf.saved_model.load(str(tmp_path / "saved"))
+    np.testing.assert_allclose(
+        reloaded.serve(x).numpy(), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch export")
+def test_torch_export_runs_the_traceable_path_and_matches():
+    import torch
+
+    model, x = _model_and_inputs()
+    expected = keras.ops.convert_to_numpy(model(x))
+    program = torch.export.export(model, (torch.from_numpy(x),))
+    actual = program.module()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch export")
+def test_compiling_reports_the_generic_path(monkeypatch):
+    import torch
+
+    layer = keras_lstm.LSTM(4)
+    x = np.zeros((2, 5, 3), "float32")
+    layer(x)
+    assert keras_lstm.explain(layer, x).kernel != "generic"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    plan = keras_lstm.explain(layer, x)
+    assert plan.kernel == "generic"
+    assert any("torch.compile" in r for r in plan.reasons)
+
+
+@pytest.mark.skipif(
+    BACKEND != "torch"
+    or importlib.util.find_spec("onnxruntime") is None
+    or importlib.util.find_spec("onnxscript") is None,
+    reason="ONNX export needs torch, onnx, onnxscript and onnxruntime",
+)
+def test_onnx_export_runs_in_onnxruntime(tmp_path):
+    import onnxruntime
+
+    model, x = _model_and_inputs()
+    expected = keras.ops.convert_to_numpy(model(x))
+    path = str(tmp_path / "model.onnx")
+    model.export(path, format="onnx")
+    session = onnxruntime.InferenceSession(path)
+    name = session.get_inputs()[0].name
+    actual = session.run(None, {name: x})[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
