@@ -98,3 +98,38 @@ def assert_close(actual, expected, rtol=RTOL, atol=ATOL):
     actual = to_numpy(actual)
     assert actual.shape == np.shape(expected), (actual.shape, expected.shape)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def tensor(x):
+    """Converts a NumPy array (or a list of them) to a backend tensor.
+
+    Explicit conversion keeps the tests off any implicit NumPy handling in
+    `Layer.__call__`, which differs for keyword arguments across backends.
+    """
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple)):
+        return [tensor(v) for v in x]
+    return keras.ops.convert_to_tensor(x)
+
+
+def built_layer(cls, weights, features=FEATURES, units=UNITS, **kwargs):
+    """Builds an LSTM layer of class `cls` and sets its weights."""
+    layer = cls(units, **kwargs)
+    # A stateful layer needs a static batch size to hold its states.
+    batch = BATCH if kwargs.get("stateful") else None
+    layer.build((batch, None, features))
+    layer.set_weights(weights)
+    return layer
+
+
+def call_layer(layer, x, initial_state=None, mask=None, training=None):
+    """Calls `layer` eagerly, passing only the arguments that are given."""
+    kwargs = {}
+    if initial_state is not None:
+        kwargs["initial_state"] = tensor(initial_state)
+    if mask is not None:
+        kwargs["mask"] = tensor(mask)
+    if training is not None:
+        kwargs["training"] = training
+    return layer(tensor(x), **kwargs)

@@ -56,7 +56,10 @@ def test_oracle_matches_keras_with_initial_state():
     layer = _keras_lstm(weights, return_sequences=True, return_state=True)
     actual = layer(x, initial_state=state)
     expected = lstm_reference(
-        x, *weights, initial_state=state, return_sequences=True,
+        x,
+        *weights,
+        initial_state=state,
+        return_sequences=True,
         return_state=True,
     )
     helpers.assert_close(actual, expected)
@@ -124,7 +127,11 @@ def test_single_step_by_hand():
     c = f * -0.25 + i * g
     h = o * np.tanh(c)
     out, h1, c1 = lstm_reference(
-        x, kernel, recurrent_kernel, bias, initial_state=[h0, c0],
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        initial_state=[h0, c0],
         return_state=True,
     )
     np.testing.assert_allclose(out, [[h]], rtol=1e-12)
@@ -139,7 +146,11 @@ def test_mask_semantics_by_construction():
     state = helpers.random_state(rng)
     mask = helpers.make_mask("holes")
     seq, h, c = lstm_reference(
-        x, *weights, initial_state=state, mask=mask, return_sequences=True,
+        x,
+        *weights,
+        initial_state=state,
+        mask=mask,
+        return_sequences=True,
         return_state=True,
     )
     for row in range(helpers.BATCH):
@@ -147,7 +158,8 @@ def test_mask_semantics_by_construction():
         # steps do not touch h and c at all.
         kept = x[row : row + 1, mask[row]]
         _, h_row, c_row = lstm_reference(
-            kept, *weights,
+            kept,
+            *weights,
             initial_state=[state[0][row : row + 1], state[1][row : row + 1]],
             return_state=True,
         )
@@ -172,7 +184,11 @@ def test_fully_masked_row_keeps_initial_state():
     state = helpers.random_state(rng)
     mask = helpers.make_mask("full_row")
     seq, h, c = lstm_reference(
-        x, *weights, initial_state=state, mask=mask, return_sequences=True,
+        x,
+        *weights,
+        initial_state=state,
+        mask=mask,
+        return_sequences=True,
         return_state=True,
     )
     np.testing.assert_array_equal(seq[1], 0.0)
@@ -193,8 +209,12 @@ def test_time_major_and_go_backwards_by_construction():
     )
     np.testing.assert_allclose(batch_major, reversed_forward, rtol=1e-12)
     time_major = lstm_reference(
-        np.transpose(x, (1, 0, 2)), *weights, mask=mask.T,
-        return_sequences=True, go_backwards=True, time_major=True,
+        np.transpose(x, (1, 0, 2)),
+        *weights,
+        mask=mask.T,
+        return_sequences=True,
+        go_backwards=True,
+        time_major=True,
     )
     np.testing.assert_allclose(
         np.transpose(time_major, (1, 0, 2)), batch_major, rtol=1e-12
@@ -208,21 +228,28 @@ def test_dropout_masks_by_construction():
     in_drop = rng.integers(0, 2, (helpers.BATCH, helpers.FEATURES)) * 2.0
     # An input dropout mask is the same as scaling the inputs.
     np.testing.assert_allclose(
-        lstm_reference(x, kernel, recurrent_kernel, bias,
-                       input_dropout_mask=in_drop),
-        lstm_reference(x * in_drop[:, None, :], kernel, recurrent_kernel,
-                       bias),
+        lstm_reference(
+            x, kernel, recurrent_kernel, bias, input_dropout_mask=in_drop
+        ),
+        lstm_reference(x * in_drop[:, None, :], kernel, recurrent_kernel, bias),
         rtol=1e-12,
     )
     # A recurrent mask of zeros cuts the recurrence: each step sees h = 0
     # inside the gates, while c still carries over.
     zero_rec = np.zeros((helpers.BATCH, helpers.UNITS))
     with_mask = lstm_reference(
-        x, kernel, recurrent_kernel, bias, recurrent_dropout_mask=zero_rec,
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        recurrent_dropout_mask=zero_rec,
         return_sequences=True,
     )
     without_recurrence = lstm_reference(
-        x, kernel, np.zeros_like(recurrent_kernel), bias,
+        x,
+        kernel,
+        np.zeros_like(recurrent_kernel),
+        bias,
         return_sequences=True,
     )
     np.testing.assert_allclose(with_mask, without_recurrence, rtol=1e-12)
