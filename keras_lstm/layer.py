@@ -330,7 +330,7 @@ class LSTM(keras.layers.Layer):
     def reset_state(self):
         """Zeroes the kept states of a stateful layer."""
         for v in self.states or ():
-            v.assign(ops.zeros_like(v))
+            v.assign(ops.zeros(v.shape, v.dtype))
 
     def reset_states(self):
         """Alias of `reset_state`, as in keras.layers.LSTM."""

@@ -86,4 +86,9 @@ def _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
 def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     if _on_gpu():
         return _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
-    return _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
+    # Tensors, not variables: the function is shared by every layer, and a
+    # traced variable argument outlives its layer.
+    weights = [
+        tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
+    ]
+    return _loop(inputs, h0, c0, lengths, *weights)
