@@ -171,6 +171,12 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=2048)
     p.add_argument("--max-len", type=int, default=21)
     p.add_argument("--seed", type=int, default=0)
+    commands.add_parser(
+        "bench",
+        add_help=False,
+        help="side-by-side timings: keras.layers.LSTM, keras_lstm.LSTM, "
+        "torch.nn.LSTM (see `bench --help`)",
+    )
     p = commands.add_parser(
         "parity",
         help="run a .keras model on several backends and compare outputs",
@@ -199,6 +205,11 @@ def main(argv=None) -> int:
         worker.add_argument(name)
     worker.add_argument("batch", type=int)
     worker.add_argument("timesteps", type=int)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from keras_lstm import benchmark
+
+        return benchmark.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.epochs, args.samples, args.max_len, args.seed)

@@ -1,0 +1,253 @@
+"""Side-by-side LSTM timings: keras.layers.LSTM, keras_lstm.LSTM, torch.nn.LSTM.
+
+For each Keras backend, one subprocess times the three contenders in the same
+process, with the same weights and inputs, in alternating runs (the machine
+is shared and noisy: ratios within a process are what count). Modes: predict
+(`predict_on_batch`; torch.nn.LSTM under no_grad) and a train step
+(`train_on_batch` with SGD and MSE; torch.nn.LSTM forward, backward and
+step). Masks: none, right-padded (torch.nn.LSTM packs the sequence) and
+random holes (torch.nn.LSTM has no equivalent).
+
+    python benchmarks/bench_lstm.py                      # all backends
+    python benchmarks/bench_lstm.py --backends torch --shapes main
+    python -m keras_lstm bench --repeats 15             # the same
+
+Needs keras, keras_lstm, each backend it runs, and torch for the torch.nn
+column (without torch that column is left out).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+SHAPES = {  # batch, timesteps, features, units
+    "small": (16, 20, 32, 64),
+    "main": (64, 100, 128, 256),
+    "large": (128, 100, 256, 512),
+}
+MASKS = ("none", "right", "holes")
+MODES = ("predict", "train")
+
+
+def _masks(batch, timesteps, rng):
+    import numpy as np
+
+    lengths = rng.integers(timesteps // 2, timesteps + 1, size=batch)
+    lengths[0] = timesteps
+    right = np.arange(timesteps)[None, :] < lengths[:, None]
+    holes = rng.random((batch, timesteps)) > 0.3
+    holes[:, 0] = True
+    return {"none": None, "right": right, "holes": holes}
+
+
+def _keras_model(layer_cls, batch, timesteps, features, units, masked):
+    import keras
+
+    x = keras.Input(batch_shape=(batch, timesteps, features))
+    inputs = [x]
+    kwargs = {}
+    if masked:
+        mask = keras.Input(batch_shape=(batch, timesteps), dtype="bool")
+        inputs.append(mask)
+        kwargs["mask"] = mask
+    y = layer_cls(units, return_sequences=True)(x, **kwargs)
+    model = keras.Model(inputs, y)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    return model
+
+
+def _torch_lstm(weights, features, units):
+    import torch
+
+    lstm = torch.nn.LSTM(features, units, batch_first=True)
+    kernel, recurrent_kernel, bias = weights
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.from_numpy(kernel.T.copy()))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(recurrent_kernel.T.copy()))
+        lstm.bias_ih_l0.copy_(torch.from_numpy(bias))
+        lstm.bias_hh_l0.zero_()
+    return lstm
+
+
+def _torch_runners(lstm, x, y, mask_kind, mask):
+    import torch
+
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    optimizer = torch.optim.SGD(lstm.parameters(), lr=1e-3)
+    pack = torch.nn.utils.rnn.pack_padded_sequence
+    unpack = torch.nn.utils.rnn.pad_packed_sequence
+    lengths = None
+    if mask_kind == "right":
+        lengths = torch.from_numpy(mask.sum(1))
+
+    def forward():
+        if lengths is None:
+            return lstm(x)[0]
+        packed = pack(x, lengths, batch_first=True, enforce_sorted=False)
+        out = lstm(packed)[0]
+        return unpack(out, batch_first=True, total_length=x.shape[1])[0]
+
+    def predict():
+        with torch.no_grad():
+            return forward()
+
+    def train():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(forward(), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return {"predict": predict, "train": train}
+
+
+def _time_alternating(runners, repeats):
+    """Median ms of each runner; runners alternate within every repeat."""
+    import numpy as np
+
+    for run in runners.values():  # warm-up: compile, allocate
+        run()
+        run()
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def run_backend(shapes, repeats):
+    """Times every contender on the current backend; returns result rows."""
+    import importlib.util
+
+    has_torch = importlib.util.find_spec("torch") is not None
+    if has_torch:
+        import torch  # before TensorFlow: the other order can crash
+
+        torch.manual_seed(0)
+    import keras
+    import numpy as np
+
+    import keras_lstm
+
+    rows = []
+    for shape_name in shapes:
+        batch, timesteps, features, units = SHAPES[shape_name]
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+        y = rng.normal(size=(batch, timesteps, units)).astype("float32")
+        masks = _masks(batch, timesteps, rng)
+        for mask_kind in MASKS:
+            mask = masks[mask_kind]
+            masked = mask is not None
+            reference = _keras_model(
+                keras.layers.LSTM, batch, timesteps, features, units, masked
+            )
+            ours = _keras_model(
+                keras_lstm.LSTM, batch, timesteps, features, units, masked
+            )
+            ours.set_weights(reference.get_weights())
+            inputs = [x, mask] if masked else [x]
+            runners = {}
+            for label, model in (("keras", reference), ("keras_lstm", ours)):
+                runners[label] = {
+                    "predict": lambda m=model, i=inputs: m.predict_on_batch(i),
+                    "train": lambda m=model, i=inputs, t=y: m.train_on_batch(
+                        i, t
+                    ),
+                }
+            if has_torch and mask_kind != "holes":
+                lstm = _torch_lstm(reference.get_weights(), features, units)
+                runners["torch.nn"] = _torch_runners(
+                    lstm, x, y, mask_kind, mask
+                )
+            kernel = keras_lstm.explain(ours.layers[-1], x, mask).kernel
+            for mode in MODES:
+                medians = _time_alternating(
+                    {k: r[mode] for k, r in runners.items()}, repeats
+                )
+                rows.append(
+                    {
+                        "backend": keras.backend.backend(),
+                        "shape": shape_name,
+                        "mask": mask_kind,
+                        "mode": mode,
+                        "kernel": kernel,
+                        **medians,
+                    }
+                )
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def _table(rows):
+    header = (
+        "| backend | shape | mode | mask | kernel | keras ms | keras_lstm ms "
+        "| torch.nn ms | keras / keras_lstm | keras_lstm / torch.nn |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for r in rows:
+        torch_ms = r.get("torch.nn")
+        lines.append(
+            f"| {r['backend']} | {r['shape']} | {r['mode']} | {r['mask']} "
+            f"| {r['kernel']} | {r['keras']:.1f} | {r['keras_lstm']:.1f} | "
+            + (f"{torch_ms:.1f}" if torch_ms else "-")
+            + f" | {r['keras'] / r['keras_lstm']:.2f}x | "
+            + (f"{r['keras_lstm'] / torch_ms:.2f}" if torch_ms else "-")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="keras-lstm bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--backends", nargs="+", default=["tensorflow", "jax", "torch"]
+    )
+    parser.add_argument(
+        "--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES)
+    )
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(run_backend(args.shapes, args.repeats)))
+        return 0
+    rows = []
+    for backend in args.backends:
+        print(f"timing {backend} ...", file=sys.stderr, flush=True)
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "keras_lstm.benchmark",
+                "--worker",
+                "--repeats",
+                str(args.repeats),
+                "--shapes",
+                *args.shapes,
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        rows += json.loads(out.strip().splitlines()[-1])
+    print(_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
