@@ -161,20 +161,24 @@ def replace_keras_lstm(model: keras.Model) -> keras.Model:
     """A copy of `model` with every keras.layers.LSTM replaced by
     keras_lstm.LSTM (also inside Bidirectional), weights carried over.
 
-    Works for Sequential and functional models (through
-    `keras.models.clone_model`); a subclassed model is refused.
+    Works for Sequential and functional models, nested ones included
+    (through `keras.models.clone_model`); a subclassed model, at any depth,
+    is refused.
     """
     # keras.Model(inputs, outputs) builds a Functional instance.
     if not isinstance(model, keras.Sequential) and (
         type(model).__name__ != "Functional"
     ):
         raise ValueError(
-            "replace_keras_lstm() takes a Sequential or functional model; "
-            f"received a subclassed {type(model).__name__}. Build the "
+            "replace_keras_lstm() takes a Sequential or functional model "
+            f"(nested ones too); received a subclassed "
+            f"{type(model).__name__}. Build the "
             "subclass with keras_lstm.LSTM in place of keras.layers.LSTM."
         )
 
     def clone(layer):
+        if isinstance(layer, keras.Model):  # a nested model: same treatment
+            return replace_keras_lstm(layer)
         if type(layer) is keras.layers.LSTM:
             return _from_keras_lstm(layer)
         if isinstance(layer, keras.layers.Bidirectional) and (

@@ -2,10 +2,8 @@
 
 import torch
 
-_DTYPES = {
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-}
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_DTYPES = {"cpu": _FLOATS, "cuda": _FLOATS}
 
 
 def name(inputs) -> str:
