@@ -14,6 +14,18 @@ def counts(mask):
     return ops.cumsum(ops.cast(mask, "int32"), axis=1)
 
 
+def _gather_steps(sequence, index):
+    """`sequence[b, index[b, t]]` for every b, t: (batch, timesteps, ...).
+
+    One flat `take` instead of ops.take_along_axis, which is 10-40x slower
+    on TensorFlow here (it gathers with full coordinates).
+    """
+    shape = ops.shape(sequence)
+    flat = ops.reshape(sequence, (-1, sequence.shape[-1]))
+    offsets = ops.expand_dims(ops.arange(shape[0], dtype=index.dtype), 1)
+    return ops.take(flat, index + offsets * shape[1], axis=0)
+
+
 def compact(inputs, mask, seen):
     """Moves each row's valid steps to the front, keeping their order.
 
@@ -30,8 +42,8 @@ def compact(inputs, mask, seen):
     steps = ops.expand_dims(ops.arange(timesteps, dtype="int32"), 0)
     # Destination of each step: valid steps in order, then masked steps.
     destination = ops.where(mask, seen - 1, lengths + steps - seen)
-    source = ops.argsort(destination, axis=1)
-    return ops.take_along_axis(inputs, ops.expand_dims(source, -1), axis=1)
+    source = ops.cast(ops.argsort(destination, axis=1), "int32")
+    return _gather_steps(inputs, source)
 
 
 def expand(sequence, seen):
@@ -40,5 +52,4 @@ def expand(sequence, seen):
     Steps before a row's first valid step get the first output; the layer
     zeroes them.
     """
-    index = ops.maximum(seen - 1, 0)
-    return ops.take_along_axis(sequence, ops.expand_dims(index, -1), axis=1)
+    return _gather_steps(sequence, ops.maximum(seen - 1, 0))

@@ -57,12 +57,17 @@ def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
 @tf.function(autograph=False, reduce_retracing=True)
 def _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     timesteps = inputs.shape[1] or tf.shape(inputs)[1]
-    # The input projection for all steps is one matmul, time-major so that
-    # the loop reads contiguous slices.
-    z_x = tf.einsum("btf,fg->tbg", inputs, kernel) + bias
+    # Steps are read from a TensorArray (its gradient is a scatter, where a
+    # slice of a captured tensor would add a dense (timesteps, ...) tensor
+    # per step), and each step projects its own input: under XLA on CPU
+    # that is 2x faster on predict than one hoisted matmul (benchmarks/).
+    steps = tf.TensorArray(inputs.dtype, size=timesteps).unstack(
+        tf.transpose(inputs, (1, 0, 2))
+    )
 
     def body(t, h, c, sequence):
-        i, f, g, o = tf.split(z_x[t] + h @ recurrent_kernel, 4, axis=-1)
+        z = steps.read(t) @ kernel + h @ recurrent_kernel + bias
+        i, f, g, o = tf.split(z, 4, axis=-1)
         c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         h_new = tf.sigmoid(o) * tf.tanh(c_new)
         if lengths is not None:
