@@ -21,7 +21,7 @@ def _gather_steps(sequence, index):
     on TensorFlow here (it gathers with full coordinates).
     """
     shape = ops.shape(sequence)
-    flat = ops.reshape(sequence, (-1, sequence.shape[-1]))
+    flat = ops.reshape(sequence, (-1, shape[2]))
     offsets = ops.expand_dims(ops.arange(shape[0], dtype=index.dtype), 1)
     return ops.take(flat, index + offsets * shape[1], axis=0)
 
