@@ -59,19 +59,6 @@ def _keras_model(layer_cls, batch, timesteps, features, units, masked):
     return model
 
 
-def _torch_lstm(weights, features, units):
-    import torch
-
-    lstm = torch.nn.LSTM(features, units, batch_first=True)
-    kernel, recurrent_kernel, bias = weights
-    with torch.no_grad():
-        lstm.weight_ih_l0.copy_(torch.from_numpy(kernel.T.copy()))
-        lstm.weight_hh_l0.copy_(torch.from_numpy(recurrent_kernel.T.copy()))
-        lstm.bias_ih_l0.copy_(torch.from_numpy(bias))
-        lstm.bias_hh_l0.zero_()
-    return lstm
-
-
 def _torch_runners(lstm, x, y, mask_kind, mask):
     import torch
 
@@ -133,6 +120,7 @@ def run_backend(shapes, repeats):
     import numpy as np
 
     import keras_lstm
+    from keras_lstm import convert
 
     rows = []
     for shape_name in shapes:
@@ -161,7 +149,7 @@ def run_backend(shapes, repeats):
                     ),
                 }
             if has_torch and mask_kind != "holes":
-                lstm = _torch_lstm(reference.get_weights(), features, units)
+                lstm = convert.to_torch(ours.layers[-1])
                 runners["torch.nn"] = _torch_runners(
                     lstm, x, y, mask_kind, mask
                 )
