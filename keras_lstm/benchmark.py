@@ -17,6 +17,8 @@ column (without torch that column is left out).
 """
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -60,7 +62,7 @@ def _keras_model(layer_cls, batch, timesteps, features, units, masked):
 
 
 def _torch_runners(lstm, x, y, mask_kind, mask):
-    import torch
+    torch = importlib.import_module("torch")  # optional: the torch.nn column
 
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     optimizer = torch.optim.SGD(lstm.parameters(), lr=1e-3)
@@ -109,13 +111,10 @@ def _time_alternating(runners, repeats):
 
 def run_backend(shapes, repeats):
     """Times every contender on the current backend; returns result rows."""
-    import importlib.util
-
     has_torch = importlib.util.find_spec("torch") is not None
     if has_torch:
-        import torch  # before TensorFlow: the other order can crash
-
-        torch.manual_seed(0)
+        # Before TensorFlow: the other order can crash.
+        importlib.import_module("torch").manual_seed(0)
     import keras
     import numpy as np
 

@@ -7,6 +7,8 @@ Keras keeps `kernel` (features, 4u), `recurrent_kernel` (u, 4u) and one
 biases whose sum is the Keras bias.
 """
 
+import importlib
+
 import keras
 import numpy as np
 
@@ -88,7 +90,9 @@ def to_torch(layer: LSTM, batch_first: bool = True):
     Returns:
         A float32 `torch.nn.LSTM` with one layer.
     """
-    import torch
+    # torch is an optional dependency of this function alone, whatever the
+    # Keras backend: imported when called, never with the package.
+    torch = importlib.import_module("torch")
 
     for arg, expected in (
         ("activation", "tanh"),
