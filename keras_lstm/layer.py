@@ -523,28 +523,25 @@ class LSTM(keras.layers.Layer):
         bias = ops.zeros((4 * self.units,), x.dtype)
         if cell.use_bias:
             bias = cell.bias.value
-        lengths = None
-        if mask is not None:
-            x = masking.compact(x, mask, seen)
-            lengths = seen[:, -1]
-            # Kernels take lengths >= 1; a fully masked row is put right
-            # below (its states stay the initial ones).
-            lengths_or_one = ops.maximum(lengths, 1)
+        weights = (cell.kernel.value, cell.recurrent_kernel.value, bias)
+        if mask is None:
+            return kernels.lstm(x, h0, c0, None, *weights)
+        lengths = seen[:, -1]
+        # Kernels take lengths >= 1; a fully masked row gets its initial
+        # states back below.
         sequence, h, c = kernels.lstm(
-            x,
+            masking.compact(x, mask, seen),
             h0,
             c0,
-            None if mask is None else lengths_or_one,
-            cell.kernel.value,
-            cell.recurrent_kernel.value,
-            bias,
+            ops.maximum(lengths, 1),
+            *weights,
         )
-        if mask is not None:
-            sequence = masking.expand(sequence, seen)
-            empty = ops.expand_dims(lengths == 0, -1)
-            h = ops.where(empty, h0, h)
-            c = ops.where(empty, c0, c)
-        return sequence, h, c
+        empty = ops.expand_dims(lengths == 0, -1)
+        return (
+            masking.expand(sequence, seen),
+            ops.where(empty, h0, h),
+            ops.where(empty, c0, c),
+        )
 
     # ------------------------------------------------------------------
     # Config

@@ -15,7 +15,6 @@ import keras_lstm
 import keras_lstm.backend
 from keras_lstm import ops as lstm_ops
 from tests import helpers
-from tests.oracle import lstm_reference
 from tests.test_fused_parity import (
     check_gradients,
     forward,
@@ -252,47 +251,6 @@ def test_jax_cudnn_path_on_reference_rnn_matches_generic(
 
 # ---------------------------------------------------------------------------
 # torch: lengths in the kernel shared by CPU and CUDA.
-
-
-@only_torch
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_torch_kernel_lengths_give_final_states(dtype):
-    from keras_lstm.backend import torch as torch_kernels
-
-    rng = np.random.default_rng(7)
-    batch, timesteps = 4, 6
-    x = helpers.random_inputs(rng, batch=batch, timesteps=timesteps)
-    kernel, recurrent_kernel, bias = helpers.random_weights(rng)
-    h0, c0 = helpers.random_state(rng, batch=batch)
-    lengths = np.array([2, timesteps, 1, 4], dtype="int32")
-    valid = np.arange(timesteps)[None, :] < lengths[:, None]
-    tensors = [
-        keras.ops.convert_to_tensor(a, dtype=dtype)
-        for a in (x, h0, c0, kernel, recurrent_kernel, bias)
-    ]
-    if torch_kernels.unsupported(tensors[0]):
-        pytest.skip(f"{torch_kernels.name(tensors[0])} does not take {dtype}")
-    sequence, h, c = torch_kernels.lstm(
-        *tensors[:3], keras.ops.convert_to_tensor(lengths), *tensors[3:]
-    )
-    want_seq, want_h, want_c = lstm_reference(
-        x,
-        kernel,
-        recurrent_kernel,
-        bias,
-        initial_state=[h0, c0],
-        mask=valid,
-        return_sequences=True,
-        return_state=True,
-    )
-    # The padded steps are neutralised exactly (saturated gates), so
-    # float64 agrees with the oracle to rounding.
-    tol = 1e-5 if dtype == "float32" else 1e-12
-    np.testing.assert_allclose(helpers.to_numpy(h), want_h, rtol=tol, atol=tol)
-    np.testing.assert_allclose(helpers.to_numpy(c), want_c, rtol=tol, atol=tol)
-    np.testing.assert_allclose(
-        helpers.to_numpy(sequence)[valid], want_seq[valid], rtol=tol, atol=tol
-    )
 
 
 @only_torch
