@@ -181,6 +181,11 @@ class LSTM(keras.layers.Layer):
                 f"{_USE_CUDNN_CHOICES}. Received: use_cudnn={use_cudnn!r}"
             )
         self.units = int(units)
+        if use_cudnn is not False and kernels is not None:
+            # As keras.layers.LSTM: Keras jit-compiles a model only if every
+            # layer supports it, and this machine's fused kernel may have no
+            # XLA form (cuDNN on TensorFlow).
+            self.supports_jit = not kernels.xla_hides_fused()
         self.activation = _get(activations, "activation", activation)
         self.recurrent_activation = _get(
             activations, "recurrent_activation", recurrent_activation

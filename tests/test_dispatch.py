@@ -360,3 +360,22 @@ def test_fit_and_predict_with_masking_use_the_fused_kernel(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert not np.allclose(fused.get_weights()[0], weights[0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("hides", [False, True])
+def test_jit_is_declined_where_xla_would_hide_the_fused_kernel(
+    monkeypatch, hides
+):
+    # As keras.layers.LSTM on a TensorFlow GPU: cuDNN has no XLA form, so
+    # the layer tells Keras not to jit-compile the model; use_cudnn=False
+    # asks for no fused kernel, so nothing is lost.
+    monkeypatch.setattr(
+        keras_lstm.backend.kernels, "xla_hides_fused", lambda: hides
+    )
+    assert keras_lstm.LSTM(4).supports_jit is not hides
+    assert keras_lstm.LSTM(4, use_cudnn=False).supports_jit is True
+    model = keras.Sequential([keras.Input((5, 3)), keras_lstm.LSTM(4)])
+    model.compile(loss="mse", jit_compile="auto")
+    if hides:
+        assert model.jit_compile is False

@@ -29,6 +29,20 @@ def test_tf_saved_model_reloads_and_matches(tmp_path):
     model, x = _model_and_inputs()
     expected = keras.ops.convert_to_numpy(model(x))
     model.export(str(tmp_path / "saved"), format="tf_saved_model")
+    # The artefact carries the GPU kernel behind a device switch (see
+    # test_tensorflow_kernel.py) and still runs here, on CPU: the kernel is
+    # chosen when the op runs, by its device.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((tmp_path / "saved" / "saved_model.pb").read_bytes())
+    ops = {
+        node.op
+        for graph in saved.meta_graphs
+        for function in graph.graph_def.library.function
+        for node in function.node_def
+    }
+    assert {"DeviceIndex", "CudnnRNNV3"} <= ops
     reloaded = tf.saved_model.load(str(tmp_path / "saved"))
     np.testing.assert_allclose(
         reloaded.serve(x).numpy(), expected, rtol=1e-5, atol=1e-6

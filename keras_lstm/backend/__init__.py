@@ -1,10 +1,13 @@
 """The fused kernel of the active Keras backend, chosen once at import.
 
-Each module here exposes the same three names:
+Each module here exposes the same four names:
 
 - `name(inputs) -> str`: the kernel that would run on these inputs;
 - `unsupported(inputs) -> tuple[str, ...]`: why it cannot run here (device,
   dtype, tracing context); empty when it can;
+- `xla_hides_fused() -> bool`: whether XLA-compiling the model would keep
+  this machine's fused kernel from running (the layer then tells Keras not to
+  jit-compile, as keras.layers.LSTM does for cuDNN on TensorFlow);
 - `lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
   -> (sequence, h, c)`: the standard LSTM (tanh, sigmoid, gates i, f, c, o)
   over batch-major inputs whose valid steps are at the front of each row.

@@ -20,6 +20,11 @@ def name(inputs) -> str:
     return "jax-cudnn" if _on_gpu() else "jax-scan"
 
 
+def xla_hides_fused() -> bool:
+    """Every JAX kernel here runs inside jit (cuDNN too)."""
+    return False
+
+
 def unsupported(inputs) -> tuple[str, ...]:
     dtypes = _CUDNN_DTYPES if _on_gpu() else _SCAN_DTYPES
     if str(inputs.dtype) not in dtypes:

@@ -22,31 +22,88 @@ def unsupported(inputs) -> tuple[str, ...]:
     return ()
 
 
-def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
-    batch, timesteps = tf.shape(inputs)[0], tf.shape(inputs)[1]
-    if lengths is None:
-        lengths = tf.fill([batch], timesteps)
-    # cuDNN's canonical layout: per gate (i, f, c, o, as in Keras) the
-    # transposed input weights, then the recurrent ones, then the input
-    # biases and the recurrent biases. Keras has one bias; the recurrent
-    # set is zero.
+def _pack(kernel, recurrent_kernel, bias):
+    """Keras weights as cuDNN's canonical parameter vector: per gate (i, f,
+    c, o, as in Keras) the transposed input weights, then the recurrent
+    ones, then the input biases and the recurrent biases (zero: Keras has
+    one bias)."""
     weights = tf.split(kernel, 4, axis=1) + tf.split(recurrent_kernel, 4, 1)
-    params = tf.concat(
+    return tf.concat(
         [tf.reshape(tf.transpose(w), [-1]) for w in weights]
         + [bias, tf.zeros_like(bias)],
         axis=0,
     )
-    sequence, h, c, _, _ = tf.raw_ops.CudnnRNNV3(
+
+
+def _unpack(params, features, units):
+    """The gradient of `_pack`: a cuDNN parameter vector (a gradient of
+    one) as Keras (kernel, recurrent_kernel, bias); the recurrent biases
+    are dropped."""
+    sizes = [units * features] * 4 + [units * units] * 4 + [4 * units] * 2
+    parts = tf.split(params, sizes)
+    kernel = tf.concat(
+        [tf.transpose(tf.reshape(w, (units, features))) for w in parts[:4]],
+        axis=1,
+    )
+    recurrent = tf.concat(
+        [tf.transpose(tf.reshape(w, (units, units))) for w in parts[4:8]],
+        axis=1,
+    )
+    return kernel, recurrent, parts[8]
+
+
+def _cudnn_forward(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+    params = _pack(kernel, recurrent_kernel, bias)
+    # Batch-major inputs: the states are (batch, layers, units).
+    sequence, h, c, reserve, host = tf.raw_ops.CudnnRNNV3(
         input=inputs,
         input_h=h0[:, None],
         input_c=c0[:, None],
         params=params,
-        sequence_lengths=tf.cast(lengths, tf.int32),
+        sequence_lengths=lengths,
         rnn_mode="lstm",
         is_training=True,
         time_major=False,
     )
-    return sequence, h[:, 0], c[:, 0]
+    return sequence, h[:, 0], c[:, 0], params, reserve, host
+
+
+def _cudnn_backward(
+    d_sequence,
+    d_h,
+    d_c,
+    inputs,
+    h0,
+    c0,
+    lengths,
+    kernel,
+    sequence,
+    h,
+    c,
+    params,
+    reserve,
+    host,
+):
+    d_inputs, d_h0, d_c0, d_params = tf.raw_ops.CudnnRNNBackpropV3(
+        input=inputs,
+        input_h=h0[:, None],
+        input_c=c0[:, None],
+        params=params,
+        sequence_lengths=lengths,
+        output=sequence,
+        output_h=h[:, None],
+        output_c=c[:, None],
+        output_backprop=d_sequence,
+        output_h_backprop=d_h[:, None],
+        output_c_backprop=d_c[:, None],
+        reserve_space=reserve,
+        host_reserved=host,
+        rnn_mode="lstm",
+        time_major=False,
+    )
+    units = h.shape[-1]
+    weights = _unpack(d_params, kernel.shape[0], units)
+    return (d_inputs, d_h0[:, 0], d_c0[:, 0], *weights)
 
 
 _xla = tf.function(jit_compile=True, autograph=False, reduce_retracing=True)
@@ -159,55 +216,87 @@ def _backward(
     return d_inputs, d_h0, d_c0, d_kernel, d_recurrent, d_bias
 
 
+def _on_device(inputs, gpu, other):
+    """`gpu()` where the op runs on a GPU and cuDNN takes the dtype, else
+    `other()`: chosen when the op runs, not when the graph is traced, so a
+    SavedModel exported on a GPU machine carries both and runs on a
+    CPU-only one (and one exported on CPU uses cuDNN on a GPU). Inside an
+    XLA cluster, `other()`: CudnnRNNV3 has no XLA form."""
+    if inputs.dtype not in _CUDNN_DTYPES:
+        return other()
+    return tf.__internal__.execute_fn_for_device(
+        {"GPU": gpu}, default_fn=other, name="keras_lstm_device"
+    )
+
+
 @tf.custom_gradient
 def _fused(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
-    # An explicit backward pass: TensorFlow cannot differentiate through an
-    # XLA-compiled while_loop from outside it (TensorLists cannot cross the
-    # XLA/TF boundary), and Keras does not XLA-compile steps on CPU.
-    # stop_gradient: no tape may differentiate the XLA function itself.
+    # The gradient is written out (for cuDNN, its backprop op): TensorFlow
+    # cannot differentiate through an XLA-compiled while_loop from outside
+    # it (TensorLists cannot cross the XLA/TF boundary), nor, in TF 2.21,
+    # through a custom gradient inside the device switch.
+    # stop_gradient: no tape may differentiate the kernels themselves.
     args = [tf.stop_gradient(a) for a in (inputs, h0, c0, lengths)]
     weights = [tf.stop_gradient(w) for w in (kernel, recurrent_kernel, bias)]
-    sequence, h, c, cs, gates = _forward(*args, *weights)
+    # Both branches return the same structure: the results, then what their
+    # backward pass needs (unused slots are empty).
+    sequence, h, c, *saved = _on_device(
+        inputs,
+        lambda: _cudnn_forward(*args, *weights),
+        lambda: (*_forward(*args, *weights), tf.zeros([0], tf.int8)),
+    )
+
+    # Static shapes are lost through the device switch; the loops and the
+    # layers downstream want them.
+    batch, timesteps = inputs.shape[:2]
+    units = recurrent_kernel.shape[0]
+    sequence.set_shape((batch, timesteps, units))
+    h.set_shape(h0.shape)
+    c.set_shape(c0.shape)
+
+    def xla_backward(d_results):
+        cs, gates = saved[:2]
+        cs = tf.ensure_shape(cs, (timesteps, batch, units))
+        gates = tf.ensure_shape(gates, (timesteps, batch, 4 * units))
+        return _backward(
+            *d_results, *args, kernel, recurrent_kernel, sequence, cs, gates
+        )
 
     def grad(d_sequence, d_h, d_c):
         zeros = tf.zeros_like
-        d = _backward(
+        d_results = (
             zeros(sequence) if d_sequence is None else d_sequence,
             zeros(h) if d_h is None else d_h,
             zeros(c) if d_c is None else d_c,
-            inputs,
-            h0,
-            c0,
-            lengths,
-            kernel,
-            recurrent_kernel,
-            sequence,
-            cs,
-            gates,
         )
+        d = _on_device(
+            inputs,
+            lambda: _cudnn_backward(
+                *d_results, *args, kernel, sequence, h, c, *saved
+            ),
+            lambda: xla_backward(d_results),
+        )
+        for gradient, x in zip(d, (inputs, h0, c0, *weights), strict=True):
+            gradient.set_shape(x.shape)
         d_inputs, d_h0, d_c0, d_kernel, d_recurrent, d_bias = d
         return d_inputs, d_h0, d_c0, None, d_kernel, d_recurrent, d_bias
 
     return (sequence, h, c), grad
 
 
+def xla_hides_fused() -> bool:
+    """Whether XLA-compiling the layer would lose this machine's kernel:
+    CudnnRNNV3 has no XLA form, so Keras should not jit-compile a model
+    that uses it."""
+    return _on_gpu()
+
+
 def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
-    if _on_gpu():
-        return _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
-    # Tensors, not variables: the functions are shared by every layer, and
-    # a traced variable argument would outlive its layer.
+    if lengths is None:
+        lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
+    # Tensors, not variables: the XLA functions are shared by every layer,
+    # and a traced variable argument would outlive its layer.
     weights = [
         tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
     ]
-    if lengths is None:
-        lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
-    sequence, h, c = _fused(
-        inputs, h0, c0, tf.cast(lengths, tf.int32), *weights
-    )
-    # Shapes are lost through custom_gradient; Keras layers downstream
-    # want them.
-    units = recurrent_kernel.shape[0]
-    sequence.set_shape(inputs.shape[:2] + [units])
-    h.set_shape(h0.shape)
-    c.set_shape(c0.shape)
-    return sequence, h, c
+    return _fused(inputs, h0, c0, tf.cast(lengths, tf.int32), *weights)

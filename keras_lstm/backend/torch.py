@@ -10,6 +10,11 @@ def name(inputs) -> str:
     return "torch-cudnn" if inputs.device.type == "cuda" else "torch-cpu"
 
 
+def xla_hides_fused() -> bool:
+    """Keras never XLA-compiles a torch model: nothing to hide."""
+    return False
+
+
 def unsupported(inputs) -> tuple[str, ...]:
     reasons = []
     if torch.compiler.is_compiling():
