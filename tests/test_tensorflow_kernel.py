@@ -40,9 +40,7 @@ def test_gradients_in_a_graph_match_generic(mask_kind):
     )
     expected = forward(generic, x, state, mask)
     cotangents = [rng.normal(size=e.shape) for e in expected]
-    arguments = [
-        tf.constant(a, tf.float32) for a in [x, *state, *weights]
-    ]
+    arguments = [tf.constant(a, tf.float32) for a in [x, *state, *weights]]
 
     def graph_gradients(layer):
         fn = loss_fn(layer, mask, cotangents, with_state=True)
