@@ -11,6 +11,12 @@ random holes (torch.nn.LSTM has no equivalent).
     python benchmarks/bench_lstm.py                      # all backends
     python benchmarks/bench_lstm.py --backends torch --shapes main
     python -m keras_lstm bench --repeats 15             # the same
+    python benchmarks/bench_lstm.py --bidirectional     # Bidirectional
+
+With --bidirectional the contenders are keras.layers.Bidirectional around
+keras.layers.LSTM ("keras") and around keras_lstm.LSTM ("per direction":
+two fused calls), keras_lstm.Bidirectional ("keras_lstm": one bidirectional
+kernel where the backend has one) and torch.nn.LSTM(bidirectional=True).
 
 Needs keras, keras_lstm, each backend it runs, and torch for the torch.nn
 column (without torch that column is left out).
@@ -45,7 +51,22 @@ def _masks(batch, timesteps, rng):
     return {"none": None, "right": right, "holes": holes}
 
 
-def _keras_model(layer_cls, batch, timesteps, features, units, masked):
+def _layer(contender, units, bidirectional):
+    import keras
+
+    import keras_lstm
+
+    if not bidirectional:
+        cls = keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
+        return cls(units, return_sequences=True)
+    inner = keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
+    wrapper = keras_lstm.Bidirectional
+    if contender in ("keras", "per direction"):
+        wrapper = keras.layers.Bidirectional
+    return wrapper(inner(units, return_sequences=True))
+
+
+def _keras_model(contender, batch, timesteps, features, units, masked, bidi):
     import keras
 
     x = keras.Input(batch_shape=(batch, timesteps, features))
@@ -55,7 +76,7 @@ def _keras_model(layer_cls, batch, timesteps, features, units, masked):
         mask = keras.Input(batch_shape=(batch, timesteps), dtype="bool")
         inputs.append(mask)
         kwargs["mask"] = mask
-    y = layer_cls(units, return_sequences=True)(x, **kwargs)
+    y = _layer(contender, units, bidi)(x, **kwargs)
     model = keras.Model(inputs, y)
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     return model
@@ -109,7 +130,7 @@ def _time_alternating(runners, repeats):
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def run_backend(shapes, repeats):
+def run_backend(shapes, repeats, bidirectional=False):
     """Times every contender on the current backend; returns result rows."""
     has_torch = importlib.util.find_spec("torch") is not None
     if has_torch:
@@ -121,38 +142,50 @@ def run_backend(shapes, repeats):
     import keras_lstm
     from keras_lstm import convert
 
+    contenders = ["keras", "keras_lstm"]
+    if bidirectional:
+        contenders.insert(1, "per direction")
     rows = []
     for shape_name in shapes:
         batch, timesteps, features, units = SHAPES[shape_name]
         rng = np.random.default_rng(0)
         x = rng.normal(size=(batch, timesteps, features)).astype("float32")
-        y = rng.normal(size=(batch, timesteps, units)).astype("float32")
+        outputs = units * (2 if bidirectional else 1)
+        y = rng.normal(size=(batch, timesteps, outputs)).astype("float32")
         masks = _masks(batch, timesteps, rng)
         for mask_kind in MASKS:
             mask = masks[mask_kind]
             masked = mask is not None
-            reference = _keras_model(
-                keras.layers.LSTM, batch, timesteps, features, units, masked
-            )
-            ours = _keras_model(
-                keras_lstm.LSTM, batch, timesteps, features, units, masked
-            )
-            ours.set_weights(reference.get_weights())
+            models = {
+                c: _keras_model(
+                    c, batch, timesteps, features, units, masked, bidirectional
+                )
+                for c in contenders
+            }
+            for model in models.values():
+                model.set_weights(models["keras"].get_weights())
             inputs = [x, mask] if masked else [x]
             runners = {}
-            for label, model in (("keras", reference), ("keras_lstm", ours)):
+            for label, model in models.items():
                 runners[label] = {
                     "predict": lambda m=model, i=inputs: m.predict_on_batch(i),
                     "train": lambda m=model, i=inputs, t=y: m.train_on_batch(
                         i, t
                     ),
                 }
+            ours = models["keras_lstm"].layers[-1]
             if has_torch and mask_kind != "holes":
-                lstm = convert.to_torch(ours.layers[-1])
+                if bidirectional:
+                    torch = importlib.import_module("torch")
+                    lstm = torch.nn.LSTM(
+                        features, units, batch_first=True, bidirectional=True
+                    )
+                else:
+                    lstm = convert.to_torch(ours)
                 runners["torch.nn"] = _torch_runners(
                     lstm, x, y, mask_kind, mask
                 )
-            kernel = keras_lstm.explain(ours.layers[-1], x, mask).kernel
+            kernel = keras_lstm.explain(ours, x, mask).kernel
             for mode in MODES:
                 medians = _time_alternating(
                     {k: r[mode] for k, r in runners.items()}, repeats
@@ -172,21 +205,19 @@ def run_backend(shapes, repeats):
 
 
 def _table(rows):
-    header = (
-        "| backend | shape | mode | mask | kernel | keras ms | keras_lstm ms "
-        "| torch.nn ms | keras / keras_lstm | keras_lstm / torch.nn |"
-    )
-    lines = [header, "|" + "---|" * 10]
+    names = ["keras", "per direction", "keras_lstm", "torch.nn"]
+    names = [n for n in names if any(n in r for r in rows)]
+    header = "| backend | shape | mode | mask | kernel | "
+    header += " | ".join(f"{n} ms" for n in names)
+    header += " | keras / keras_lstm | keras_lstm / torch.nn |"
+    lines = [header, "|" + "---|" * (7 + len(names))]
     for r in rows:
+        cells = [r["backend"], r["shape"], r["mode"], r["mask"], r["kernel"]]
+        cells += [f"{r[n]:.1f}" if n in r else "-" for n in names]
+        cells.append(f"{r['keras'] / r['keras_lstm']:.2f}x")
         torch_ms = r.get("torch.nn")
-        lines.append(
-            f"| {r['backend']} | {r['shape']} | {r['mode']} | {r['mask']} "
-            f"| {r['kernel']} | {r['keras']:.1f} | {r['keras_lstm']:.1f} | "
-            + (f"{torch_ms:.1f}" if torch_ms else "-")
-            + f" | {r['keras'] / r['keras_lstm']:.2f}x | "
-            + (f"{r['keras_lstm'] / torch_ms:.2f}" if torch_ms else "-")
-            + " |"
-        )
+        cells.append(f"{r['keras_lstm'] / torch_ms:.2f}" if torch_ms else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -202,11 +233,17 @@ def main(argv=None):
     )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument(
+        "--bidirectional",
+        action="store_true",
+        help="time Bidirectional layers instead of single LSTMs",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(run_backend(args.shapes, args.repeats)))
+        rows = run_backend(args.shapes, args.repeats, args.bidirectional)
+        print(json.dumps(rows))
         return 0
     rows = []
     for backend in args.backends:
@@ -222,7 +259,8 @@ def main(argv=None):
                 str(args.repeats),
                 "--shapes",
                 *args.shapes,
-            ],
+            ]
+            + (["--bidirectional"] if args.bidirectional else []),
             env=env,
             check=True,
             stdout=subprocess.PIPE,

@@ -12,6 +12,7 @@ import importlib
 import keras
 import numpy as np
 
+from keras_lstm.bidirectional import Bidirectional
 from keras_lstm.layer import LSTM
 
 
@@ -163,7 +164,9 @@ def _from_keras_lstm(layer):
 
 def replace_keras_lstm(model: keras.Model) -> keras.Model:
     """A copy of `model` with every keras.layers.LSTM replaced by
-    keras_lstm.LSTM (also inside Bidirectional), weights carried over.
+    keras_lstm.LSTM, weights carried over. A keras.layers.Bidirectional
+    around keras.layers.LSTM becomes a keras_lstm.Bidirectional (both
+    directions in one kernel where the backend has one).
 
     Works for Sequential and functional models, nested ones included
     (through `keras.models.clone_model`); a subclassed model, at any depth,
@@ -188,7 +191,7 @@ def replace_keras_lstm(model: keras.Model) -> keras.Model:
         if isinstance(layer, keras.layers.Bidirectional) and (
             type(layer.forward_layer) is keras.layers.LSTM
         ):
-            return keras.layers.Bidirectional(
+            return Bidirectional(
                 _from_keras_lstm(layer.forward_layer),
                 backward_layer=_from_keras_lstm(layer.backward_layer),
                 merge_mode=layer.merge_mode,

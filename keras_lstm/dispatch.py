@@ -8,6 +8,7 @@ device, dtype and tracing rules belong to the backend's kernel module
 
 from dataclasses import dataclass
 
+import keras
 from keras import activations, ops
 
 from keras_lstm.backend import kernels
@@ -21,7 +22,10 @@ class Plan:
 
     Attributes:
         kernel: the kernel's name; exactly "generic" for the keras.ops path.
-        reasons: why no fused kernel runs; empty when one does.
+            For a Bidirectional, "<name>-bidirectional" when one kernel runs
+            both directions, else what each direction runs.
+        reasons: why no fused kernel runs; empty when one does. For a
+            Bidirectional, why no bidirectional kernel runs.
     """
 
     kernel: str
@@ -87,25 +91,114 @@ def plan(layer, inputs, training=False) -> Plan:
     return chosen
 
 
-def explain(layer, inputs, mask=None, training=False) -> Plan:
-    """Says which kernel `layer(inputs, mask=mask, training=training)` runs.
+def _bidirectional_reasons(bidi, inputs, mask, initial_state, training):
+    from keras_lstm.bidirectional import Bidirectional
+    from keras_lstm.layer import LSTM
 
-    Every mask pattern runs on the fused kernels, so `mask` never changes the
-    answer; it is accepted so that a call can be explained as it is written.
-    Unlike a call, explain() does not raise for `use_cudnn=True`: it returns
-    the reasons the call would raise with.
+    forward, backward = bidi.forward_layer, bidi.backward_layer
+    if not (isinstance(forward, LSTM) and isinstance(backward, LSTM)):
+        return ["the wrapped layers are not keras_lstm.LSTM"]
+    reasons = []
+    if not isinstance(bidi, Bidirectional):
+        reasons.append(
+            "keras.layers.Bidirectional calls each direction as a layer of "
+            "its own; keras_lstm.Bidirectional can run both in one kernel"
+        )
+    for direction, layer in (("forward", forward), ("backward", backward)):
+        reasons.extend(
+            f"{direction} layer: {r}"
+            for r in _choose(layer, inputs, training).reasons
+        )
+        if training and layer.dropout > 0:
+            reasons.append(
+                f"{direction} layer: dropout > 0 in training draws one "
+                "input mask per direction; the bidirectional kernel takes "
+                "one input"
+            )
+        if layer.activity_regularizer is not None:
+            reasons.append(
+                f"{direction} layer: its activity_regularizer applies when "
+                "the direction is called as a layer"
+            )
+    if forward.go_backwards:
+        reasons.append("the forward layer has go_backwards=True")
+    if forward.time_major != backward.time_major:
+        reasons.append("one direction is time_major and the other is not")
+    if forward.units != backward.units:
+        reasons.append(
+            f"the directions have {forward.units} and {backward.units} units"
+        )
+    if not reasons:
+        states = initial_state is not None or forward.stateful
+        reasons.extend(
+            kernels.bidirectional_unsupported(
+                inputs, mask is not None and states
+            )
+        )
+    return reasons
+
+
+def plan_bidirectional(
+    bidi, inputs, mask=None, initial_state=None, training=False
+) -> Plan:
+    """Chooses how a keras_lstm.Bidirectional call runs.
 
     Args:
-        layer: a `keras_lstm.LSTM`.
+        bidi: a `keras_lstm.Bidirectional`.
+        inputs: its inputs.
+        mask: the call's mask, if any.
+        initial_state: the call's initial states, if any.
+        training: whether the call is in training mode.
+
+    Returns:
+        A `Plan`: "<name>-bidirectional" and no reasons when one kernel
+        runs both directions; otherwise what each direction runs (its own
+        fused kernel, or "generic") and why no bidirectional kernel runs.
+    """
+    forward = bidi.forward_layer
+    if hasattr(forward, "compute_dtype"):
+        inputs = ops.convert_to_tensor(inputs, dtype=forward.compute_dtype)
+    if getattr(forward, "time_major", False):
+        inputs = ops.transpose(inputs, (1, 0, 2))
+    if kernels is None:
+        return Plan(GENERIC, ("this Keras backend has no fused LSTM kernel",))
+    reasons = _bidirectional_reasons(
+        bidi, inputs, mask, initial_state, training
+    )
+    if not reasons:
+        return Plan(f"{kernels.name(inputs)}-bidirectional", ())
+    from keras_lstm.layer import LSTM
+
+    per_direction = GENERIC
+    if isinstance(forward, LSTM):
+        per_direction = _choose(forward, inputs, training).kernel
+    return Plan(per_direction, tuple(reasons))
+
+
+def explain(layer, inputs, mask=None, training=False, initial_state=None):
+    """Says which kernel `layer(inputs, mask=mask, training=training)` runs.
+
+    For a keras_lstm.LSTM every mask pattern runs on the fused kernels, so
+    `mask` and `initial_state` never change the answer; they are accepted
+    so that a call can be explained as it is written. Unlike a call,
+    explain() does not raise for `use_cudnn=True`: it returns the reasons
+    the call would raise with. A `keras_lstm.Bidirectional` is explained by
+    `plan_bidirectional`.
+
+    Args:
+        layer: a `keras_lstm.LSTM` or a `keras_lstm.Bidirectional`.
         inputs: the layer's inputs.
         mask: the call's mask, if any.
         training: whether the call is in training mode.
+        initial_state: the call's initial states, if any.
 
     Returns:
         A `Plan`: `.kernel` (exactly "generic" for the keras.ops path) and
         `.reasons` (why no fused kernel runs; empty when one does).
     """
-    del mask
+    if isinstance(layer, keras.layers.Bidirectional):
+        return plan_bidirectional(layer, inputs, mask, initial_state, training)
+    del mask, initial_state
     inputs = ops.convert_to_tensor(inputs, dtype=layer.compute_dtype)
     if layer.time_major:
         inputs = ops.transpose(inputs, (1, 0, 2))

@@ -460,6 +460,46 @@ class LSTM(keras.layers.Layer):
         return masks[0], masks[1]
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
+        x, mask, h0, c0, recurrent_mask, seen = self._prepare(
+            inputs, initial_state, mask, training
+        )
+        chosen = dispatch.plan(self, x, training)
+        if chosen.reasons:
+            sequence, h, c = lstm_ops.lstm(
+                x,
+                h0,
+                c0,
+                mask,
+                self.cell.kernel,
+                self.cell.recurrent_kernel,
+                self.cell.bias,
+                activation=self.activation,
+                recurrent_activation=self.recurrent_activation,
+                recurrent_dropout_mask=recurrent_mask,
+                unroll=self.unroll,
+            )
+        elif mask is None:
+            sequence, h, c = kernels.lstm(x, h0, c0, None, *self._weights())
+        else:
+            sequence, h, c = self._uncompact(
+                kernels.lstm(
+                    masking.compact(x, mask, seen),
+                    h0,
+                    c0,
+                    masking.kernel_lengths(seen),
+                    *self._weights(),
+                ),
+                h0,
+                c0,
+                seen,
+            )
+        return self._finish(sequence, h, c, mask, seen)
+
+    def _prepare(self, inputs, initial_state, mask, training):
+        """The call's inputs in processing order (batch-major, reversed for
+        go_backwards, masked steps zeroed, input dropout applied), its mask
+        in the same order, the initial states, the recurrent dropout mask
+        and `masking.counts(mask)` (None without a mask)."""
         self._check_call(inputs, initial_state, mask)
         x = ops.cast(inputs, self.compute_dtype)
         if self.time_major:
@@ -482,25 +522,40 @@ class LSTM(keras.layers.Layer):
             # One mask per sequence: the same features are dropped at
             # every step and for every gate.
             x = x * ops.expand_dims(input_mask, 1)
-
         seen = None if mask is None else masking.counts(mask)
-        chosen = dispatch.plan(self, x, training)
-        if chosen.reasons:
-            sequence, h, c = lstm_ops.lstm(
-                x,
-                h0,
-                c0,
-                mask,
-                self.cell.kernel,
-                self.cell.recurrent_kernel,
-                self.cell.bias,
-                activation=self.activation,
-                recurrent_activation=self.recurrent_activation,
-                recurrent_dropout_mask=recurrent_mask,
-                unroll=self.unroll,
-            )
+        return x, mask, h0, c0, recurrent_mask, seen
+
+    def _weights(self):
+        """The weights as a fused kernel takes them: tensors (`.value`,
+        autocast under mixed precision), zeros for a missing bias."""
+        cell = self.cell
+        weights = [cell.kernel.value, cell.recurrent_kernel.value]
+        if cell.use_bias:
+            weights.append(cell.bias.value)
         else:
-            sequence, h, c = self._fused(x, h0, c0, mask, seen)
+            weights.append(ops.zeros((4 * self.units,), self.compute_dtype))
+        # Cast too: called from keras_lstm.Bidirectional, the autocast scope
+        # is the wrapper's, whose policy may differ from this layer's.
+        return [ops.cast(w, self.compute_dtype) for w in weights]
+
+    def _uncompact(self, results, h0, c0, seen):
+        """A fused kernel's results on compacted inputs, put back in place.
+
+        Rows with no valid step ran with length 1 (kernels take lengths
+        >= 1): they get their initial states back.
+        """
+        sequence, h, c = results
+        empty = ops.expand_dims(seen[:, -1] == 0, -1)
+        return (
+            masking.expand(sequence, seen),
+            ops.where(empty, h0, h),
+            ops.where(empty, c0, c),
+        )
+
+    def _finish(self, sequence, h, c, mask, seen):
+        """The layer's outputs from the loop's results in processing order:
+        masked outputs filled, stateful states kept, sequence or last
+        output, states."""
         if mask is not None:
             # Before a row's first valid step there is no previous output:
             # zeros, not the initial h (tf.keras semantics).
@@ -520,33 +575,6 @@ class LSTM(keras.layers.Layer):
         if self.return_state:
             return [output, h, c]
         return output
-
-    def _fused(self, x, h0, c0, mask, seen):
-        """Runs the backend's fused kernel; any mask becomes lengths."""
-        cell = self.cell
-        # Kernels take tensors: `.value` (autocast under mixed precision).
-        bias = ops.zeros((4 * self.units,), x.dtype)
-        if cell.use_bias:
-            bias = cell.bias.value
-        weights = (cell.kernel.value, cell.recurrent_kernel.value, bias)
-        if mask is None:
-            return kernels.lstm(x, h0, c0, None, *weights)
-        lengths = seen[:, -1]
-        # Kernels take lengths >= 1; a fully masked row gets its initial
-        # states back below.
-        sequence, h, c = kernels.lstm(
-            masking.compact(x, mask, seen),
-            h0,
-            c0,
-            ops.maximum(lengths, 1),
-            *weights,
-        )
-        empty = ops.expand_dims(lengths == 0, -1)
-        return (
-            masking.expand(sequence, seen),
-            ops.where(empty, h0, h),
-            ops.where(empty, c0, c),
-        )
 
     # ------------------------------------------------------------------
     # Config

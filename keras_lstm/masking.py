@@ -26,6 +26,12 @@ def _gather_steps(sequence, index):
     return ops.take(flat, index + offsets * shape[1], axis=0)
 
 
+def kernel_lengths(seen):
+    """Each row's number of valid steps, at least 1: fused kernels take
+    lengths >= 1 (a row with none gets its initial states back)."""
+    return ops.maximum(seen[:, -1], 1)
+
+
 def compact(inputs, mask, seen):
     """Moves each row's valid steps to the front, keeping their order.
 

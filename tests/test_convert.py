@@ -291,7 +291,7 @@ def test_replace_in_functional_with_bidirectional_and_masking(merge_mode):
     replaced = convert.replace_keras_lstm(model)
 
     bidi = replaced.get_layer("bidi")
-    assert type(bidi) is keras.layers.Bidirectional
+    assert type(bidi) is keras_lstm.Bidirectional
     assert bidi.merge_mode == merge_mode
     assert type(bidi.forward_layer) is keras_lstm.LSTM
     assert type(bidi.backward_layer) is keras_lstm.LSTM

@@ -96,10 +96,16 @@ def _build_functional():
     seq = keras.layers.Bidirectional(
         keras_lstm.LSTM(UNITS_BIDI, return_sequences=True), name="bidi"
     )(y)
+    # Both directions in one kernel where the backend has one (torch).
+    seq2 = keras_lstm.Bidirectional(
+        keras_lstm.LSTM(UNITS_LAST, return_sequences=True),
+        merge_mode="sum",
+        name="bidi_fused",
+    )(seq)
     out, h, c = keras_lstm.LSTM(
         UNITS_LAST, go_backwards=True, return_state=True, name="last"
-    )(seq)
-    return keras.Model(x_in, [seq, out, h, c])
+    )(seq2)
+    return keras.Model(x_in, [seq, seq2, out, h, c])
 
 
 def _build_stateful():
@@ -236,21 +242,23 @@ def checkpoints(tmp_path_factory):
 def _functional_oracle(x, weights):
     """The functional model in float64, layer by layer."""
     mask = np.any(x != 0.0, axis=-1)
-    fw, bw, last = weights[:3], weights[3:6], weights[6:]
     valid = mask[..., None]
-    # Bidirectional sets zero_output_for_mask (return_sequences): masked
-    # steps output zeros in both directions; the backward sequence comes
-    # back in input order.
-    forward = lstm_reference(x, *fw, mask=mask, return_sequences=True)
-    backward = lstm_reference(
-        x, *bw, mask=mask, return_sequences=True, go_backwards=True
-    )[:, ::-1]
-    seq = np.concatenate(
-        [np.where(valid, forward, 0.0), np.where(valid, backward, 0.0)], -1
-    )
-    # The Bidirectional output carries the mask on to the last LSTM.
-    return [seq] + lstm_reference(
-        seq, *last, mask=mask, go_backwards=True, return_state=True
+
+    def bidirectional(x, fw, bw):
+        # Bidirectional sets zero_output_for_mask (return_sequences): masked
+        # steps output zeros in both directions; the backward sequence
+        # comes back in input order.
+        forward = lstm_reference(x, *fw, mask=mask, return_sequences=True)
+        backward = lstm_reference(
+            x, *bw, mask=mask, return_sequences=True, go_backwards=True
+        )[:, ::-1]
+        return np.where(valid, forward, 0.0), np.where(valid, backward, 0.0)
+
+    seq = np.concatenate(bidirectional(x, weights[:3], weights[3:6]), -1)
+    seq2 = sum(bidirectional(seq, weights[6:9], weights[9:12]))
+    # The Bidirectional outputs carry the mask on to the last LSTM.
+    return [seq, seq2] + lstm_reference(
+        seq2, *weights[12:], mask=mask, go_backwards=True, return_state=True
     )
 
 
@@ -282,8 +290,9 @@ def test_saved_outputs_match_oracle(checkpoints, saver):
     outputs = npz(checkpoints / f"{saver}_functional.npz")
     expected = _functional_oracle(functional_inputs(), weights)
     _assert_all_close(outputs, expected, ORACLE_ATOL)
-    # Masked steps of the Bidirectional output are exactly zero.
+    # Masked steps of the Bidirectional outputs are exactly zero.
     assert np.all(outputs[0][~functional_mask()] == 0.0)
+    assert np.all(outputs[1][~functional_mask()] == 0.0)
 
     weights = npz(checkpoints / f"{saver}_stateful_weights.npz")
     outputs = npz(checkpoints / f"{saver}_stateful.npz")

@@ -124,7 +124,7 @@ def test_pack_cudnn_weights_is_the_cudnn_layout():
 
     _, kernel, recurrent_kernel, bias, _, _ = _jax_problem(3)
     features, units = helpers.FEATURES, helpers.UNITS
-    packed = jax_kernels.pack_cudnn_weights(kernel, recurrent_kernel, bias)
+    packed = jax_kernels.pack_cudnn_weights((kernel, recurrent_kernel, bias))
     assert packed.shape == (
         rnn.get_num_params_in_lstm(features, units, 1, False),
     )
@@ -159,7 +159,7 @@ def test_lstm_ref_on_packed_weights_matches_generic():
     want_seq, want_h, want_c = forward(generic, x, [h0, c0], valid)
 
     weights = rnn.unpack_lstm_weights(
-        jax_kernels.pack_cudnn_weights(kernel, recurrent_kernel, bias),
+        jax_kernels.pack_cudnn_weights((kernel, recurrent_kernel, bias)),
         features,
         units,
         1,

@@ -32,21 +32,35 @@ def unsupported(inputs) -> tuple[str, ...]:
     return ()
 
 
-def pack_cudnn_weights(kernel, recurrent_kernel, bias):
+def bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]:
+    del masked_with_states  # cuDNN reverses each row within its length
+    if not _on_gpu():
+        return (
+            "JAX has a fused bidirectional LSTM only on GPU (cuDNN, "
+            "jax.experimental.rnn); here each direction runs its own "
+            "jax-scan kernel",
+        )
+    return unsupported(inputs)
+
+
+def pack_cudnn_weights(*directions):
     """Keras weights as the flat cuDNN parameter vector of jax.experimental.rnn.
 
-    cuDNN (like torch) stores W_ih (4u, features), W_hh (4u, u), b_ih and
-    b_hh, gates i, f, g, o: the Keras gate order, transposed. Keras has one
-    bias, so b_hh is zero.
+    Each direction is (kernel, recurrent_kernel, bias); one for a
+    unidirectional layer, forward then backward for a bidirectional one.
+    cuDNN (like torch) stores, for every direction, W_ih (4u, features) and
+    W_hh (4u, u), then, for every direction, b_ih and b_hh; gates i, f, g, o:
+    the Keras gate order, transposed. Keras has one bias, so b_hh is zero.
     """
-    return jnp.concatenate(
-        [
-            kernel.T.ravel(),
-            recurrent_kernel.T.ravel(),
-            bias,
-            jnp.zeros_like(bias),
-        ]
-    )
+    weights = [
+        w.T.ravel()
+        for kernel, recurrent_kernel, _ in directions
+        for w in (kernel, recurrent_kernel)
+    ]
+    biases = [
+        b for *_, bias in directions for b in (bias, jnp.zeros_like(bias))
+    ]
+    return jnp.concatenate(weights + biases)
 
 
 def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
@@ -58,7 +72,7 @@ def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
         inputs,
         h0[None],
         c0[None],
-        pack_cudnn_weights(kernel, recurrent_kernel, bias),
+        pack_cudnn_weights((kernel, recurrent_kernel, bias)),
         lengths.astype("int32"),
         input_size=features,
         hidden_size=units,
@@ -101,3 +115,37 @@ def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     if _on_gpu():
         return _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
     return _scan(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
+
+
+def lstm_bidirectional(inputs, lengths, forward, backward):
+    """Both directions in one cuDNN call (GPU only; see
+    `bidirectional_unsupported`).
+
+    `forward` and `backward` are (h0, c0, kernel, recurrent_kernel, bias).
+    Returns each direction's (sequence, h, c) as `lstm` would: the backward
+    one over each row's valid steps in reverse, its sequence in that order.
+    """
+    batch, timesteps, features = inputs.shape
+    units = forward[0].shape[-1]
+    if lengths is None:
+        lengths = jnp.full((batch,), timesteps, "int32")
+    lengths = lengths.astype("int32")
+    sequence, h, c = rnn.lstm(
+        inputs,
+        jnp.stack([forward[0], backward[0]]),
+        jnp.stack([forward[1], backward[1]]),
+        pack_cudnn_weights(forward[2:], backward[2:]),
+        lengths,
+        input_size=features,
+        hidden_size=units,
+        num_layers=1,
+        dropout=0.0,
+        bidirectional=True,
+    )
+    # cuDNN gives the backward outputs in input order: put them in the
+    # backward direction's own order, row by row within its length.
+    source = jnp.maximum(lengths[:, None] - 1 - jnp.arange(timesteps), 0)
+    backward_sequence = jnp.take_along_axis(
+        sequence[..., units:], source[..., None], axis=1
+    )
+    return (sequence[..., :units], h[0], c[0]), (backward_sequence, h[1], c[1])

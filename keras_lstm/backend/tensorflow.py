@@ -22,6 +22,13 @@ def unsupported(inputs) -> tuple[str, ...]:
     return ()
 
 
+def bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]:
+    return (
+        "the TensorFlow kernels have no bidirectional form here; each "
+        "direction runs its own fused kernel",
+    )
+
+
 def _pack(kernel, recurrent_kernel, bias):
     """Keras weights as cuDNN's canonical parameter vector: per gate (i, f,
     c, o, as in Keras) the transposed input weights, then the recurrent

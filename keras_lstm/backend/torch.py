@@ -34,19 +34,34 @@ def unsupported(inputs) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
-    # torch stores (4 * units, features) with the same gate order i, f, g, o;
-    # its second bias (b_hh) is zero since Keras has one bias.
+def bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]:
+    if masked_with_states:
+        return (
+            "torch's bidirectional LSTM runs the backward direction over a "
+            "row's padding before its valid steps, which keeps only zero "
+            "initial states; with a mask and initial or stateful states "
+            "each direction runs its own fused kernel",
+        )
+    return ()
+
+
+def _padding_feature(inputs, lengths):
+    """torch's packed path cannot return the final c of every row without a
+    slower kernel (2.5x in a train step here), so the full padded batch runs
+    with an extra input feature, 1 at padded steps, that saturates the gates
+    there: i = 0, f = 1 (see `_weights`), so c after the last step is c
+    after the row's last valid step. h is read off the sequence."""
+    steps = torch.arange(inputs.shape[1], device=inputs.device)
+    padded = (steps[None, :] >= lengths[:, None]).to(inputs.dtype)
+    return torch.cat([inputs, padded[..., None]], dim=-1)
+
+
+def _weights(kernel, recurrent_kernel, bias, padding_feature):
+    """Keras weights as torch's flat list: W_ih (4u, features), W_hh, b_ih,
+    b_hh, with the same gate order i, f, g, o; b_hh is zero since Keras has
+    one bias."""
     w_ih = kernel.T
-    if lengths is not None:
-        # torch's packed path cannot return the final c of every row without
-        # a slower kernel (2.5x in a train step here), so the full padded
-        # batch runs and an extra input feature, 1 at padded steps, saturates
-        # the gates there: i = 0, f = 1, so c after the last step is c after
-        # the row's last valid step. h is read off the sequence.
-        steps = torch.arange(inputs.shape[1], device=inputs.device)
-        padded = (steps[None, :] >= lengths[:, None]).to(inputs.dtype)
-        inputs = torch.cat([inputs, padded[..., None]], dim=-1)
+    if padding_feature:
         # Far beyond any pre-activation at a padded step (the layer zeroes
         # masked inputs, so there it is bias + h @ R with |h| <= 1), and
         # finite in float16.
@@ -56,19 +71,74 @@ def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
         column[:units] = -saturate
         column[units : 2 * units] = saturate
         w_ih = torch.cat([w_ih, column], dim=1)
-    sequence, h, c = torch._VF.lstm(
+    return [w_ih, recurrent_kernel.T, bias, torch.zeros_like(bias)]
+
+
+def _run(inputs, h0, c0, weights, bidirectional):
+    return torch._VF.lstm(
         inputs,
-        (h0[None], c0[None]),
-        [w_ih, recurrent_kernel.T, bias, torch.zeros_like(bias)],
+        (h0, c0),
+        weights,
         True,  # has_biases
         1,  # num_layers
         0.0,  # dropout
         False,  # train (inter-layer dropout only; autograd works either way)
-        False,  # bidirectional
+        bidirectional,
         True,  # batch_first
     )
+
+
+def _last_valid(sequence, lengths):
+    rows = torch.arange(sequence.shape[0], device=sequence.device)
+    return sequence[rows, lengths.long() - 1]
+
+
+def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+    padded = lengths is not None
+    if padded:
+        inputs = _padding_feature(inputs, lengths)
+    weights = _weights(kernel, recurrent_kernel, bias, padded)
+    sequence, h, c = _run(inputs, h0[None], c0[None], weights, False)
     h, c = h[0], c[0]
-    if lengths is not None:
-        rows = torch.arange(inputs.shape[0], device=inputs.device)
-        h = sequence[rows, lengths.long() - 1]
+    if padded:
+        h = _last_valid(sequence, lengths)
     return sequence, h, c
+
+
+def lstm_bidirectional(inputs, lengths, forward, backward):
+    """Both directions in one call of torch's bidirectional LSTM.
+
+    `forward` and `backward` are (h0, c0, kernel, recurrent_kernel, bias).
+    Returns each direction's (sequence, h, c) as `lstm` would: the backward
+    one over each row's valid steps in reverse, its sequence in that order.
+    With `lengths`, the backward initial states must be zeros (see
+    `bidirectional_unsupported`): torch reverses the whole padded row, so
+    that direction crosses the padding first, where the saturated gates
+    keep zero states exactly zero.
+    """
+    padded = lengths is not None
+    if padded:
+        inputs = _padding_feature(inputs, lengths)
+    weights = [
+        w
+        for direction in (forward, backward)
+        for w in _weights(*direction[2:], padded)
+    ]
+    h0 = torch.stack([forward[0], backward[0]])
+    c0 = torch.stack([forward[1], backward[1]])
+    sequence, h, c = _run(inputs, h0, c0, weights, True)
+    units = h0.shape[-1]
+    forward_sequence = sequence[..., :units]
+    # torch gives the backward outputs in input order: put them in the
+    # backward direction's own order, row by row within its length.
+    backward_sequence = sequence[..., units:]
+    h_forward = h[0]
+    if padded:
+        h_forward = _last_valid(forward_sequence, lengths)
+        steps = torch.arange(inputs.shape[1], device=inputs.device)
+        source = (lengths.long()[:, None] - 1 - steps[None, :]).clamp(min=0)
+        rows = torch.arange(inputs.shape[0], device=inputs.device)
+        backward_sequence = backward_sequence[rows[:, None], source]
+    else:
+        backward_sequence = backward_sequence.flip(1)
+    return (forward_sequence, h_forward, c[0]), (backward_sequence, h[1], c[1])
