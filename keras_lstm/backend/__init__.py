@@ -16,6 +16,15 @@ Each module here exposes the same four names:
   `sequence` is exact at valid steps and unspecified after them. `bias` is
   never None (the layer passes zeros for use_bias=False).
 
+For keras_lstm.Bidirectional, each module also says
+`bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]`
+(why no bidirectional kernel runs; `masked_with_states` is whether the call
+has a mask and initial or stateful states), and the torch and JAX modules
+have `lstm_bidirectional(inputs, lengths, forward, backward)` where
+`forward` and `backward` are `(h0, c0, kernel, recurrent_kernel, bias)`:
+both directions' `(sequence, h, c)` as `lstm` would return them, the
+backward direction running over each row's valid steps in reverse.
+
 Only the module of the active backend is imported, so `import keras_lstm`
 under JAX imports neither torch nor TensorFlow.
 """
