@@ -119,3 +119,72 @@ def test_cudnn_unpack_is_the_gradient_of_pack():
         packed[: units * features].numpy(),
         weights[0].numpy()[:, :units].T.ravel(),
     )
+
+
+def _spy_on_forms(monkeypatch):
+    """Records which compiled form of the XLA loop each trace uses."""
+    from keras_lstm.backend import tensorflow as tf_kernels
+
+    used = []
+    for form in ("_forward", "_infer"):
+        real = getattr(tf_kernels, form)
+
+        def spy(*args, _real=real, _form=form):
+            used.append(_form)
+            return _real(*args)
+
+        monkeypatch.setattr(tf_kernels, form, spy)
+    return used
+
+
+def test_predict_runs_the_inference_form_and_fit_the_training_form(
+    monkeypatch,
+):
+    # Without a recording tape nothing is kept for a backward pass.
+    rng = np.random.default_rng(2)
+    x = helpers.random_inputs(rng)
+    y = rng.normal(size=(helpers.BATCH, helpers.UNITS)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((helpers.TIMESTEPS, helpers.FEATURES)), keras_lstm.LSTM(4)]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    used = _spy_on_forms(monkeypatch)
+    model.predict(x, verbose=0)
+    assert used and set(used) == {"_infer"}
+    used.clear()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert used and set(used) == {"_forward"}
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_symbolic_gradients_without_a_tape_match_generic(
+    monkeypatch, mask_kind
+):
+    # tf.gradients records no tape: the inference form runs, and its
+    # gradient recomputes the training form.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    state = helpers.random_state(rng)
+    mask = helpers.make_mask(mask_kind)
+    fused, generic = layer_pair(
+        weights, return_sequences=True, return_state=True
+    )
+    expected = forward(generic, x, state, mask)
+    cotangents = [rng.normal(size=e.shape) for e in expected]
+    arguments = [tf.constant(a, tf.float32) for a in [x, *state, *weights]]
+
+    def symbolic_gradients(layer):
+        fn = loss_fn(layer, mask, cotangents, with_state=True)
+        gradients = tf.function(lambda *t: tf.gradients(fn(*t), t))
+        return [g.numpy() for g in gradients(*arguments)]
+
+    want = symbolic_gradients(generic)
+    used = _spy_on_forms(monkeypatch)
+    got = symbolic_gradients(fused)
+    assert used == ["_infer", "_forward"]
+    for g, w in zip(got, want, strict=True):
+        assert np.any(w != 0)
+        np.testing.assert_allclose(g, w, rtol=helpers.ATOL, atol=helpers.ATOL)
