@@ -26,51 +26,6 @@ def _graph_ops(graph_def):
     return ops
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "holes", "full_row"])
-def test_gradients_in_a_graph_match_generic(mask_kind):
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    x = helpers.random_inputs(rng)
-    weights = helpers.random_weights(rng)
-    state = helpers.random_state(rng)
-    mask = helpers.make_mask(mask_kind)
-    fused, generic = layer_pair(
-        weights, return_sequences=True, return_state=True
-    )
-    expected = forward(generic, x, state, mask)
-    cotangents = [rng.normal(size=e.shape) for e in expected]
-    arguments = [tf.constant(a, tf.float32) for a in [x, *state, *weights]]
-
-    def graph_gradients(layer):
-        fn = loss_fn(layer, mask, cotangents, with_state=True)
-
-        @tf.function
-        def gradients(*tensors):
-            with tf.GradientTape() as tape:
-                tape.watch(tensors)
-                loss = fn(*tensors)
-            return tape.gradient(loss, tensors)
-
-        return [g.numpy() for g in gradients(*arguments)]
-
-    want = graph_gradients(generic)
-    got = graph_gradients(fused)
-    for g, w in zip(got, want, strict=True):
-        assert np.any(w != 0)
-        np.testing.assert_allclose(g, w, rtol=helpers.ATOL, atol=helpers.ATOL)
-
-    outputs = tf.function(
-        lambda x, h, c, m: fused(x, initial_state=[h, c], mask=m)
-    )(
-        arguments[0],
-        arguments[1],
-        arguments[2],
-        tf.constant(np.ones((x.shape[:2]), bool) if mask is None else mask),
-    )
-    helpers.assert_close([o.numpy() for o in outputs], expected)
-
-
 def test_graph_carries_the_cudnn_kernel_behind_a_device_switch():
     # On this CPU-only machine the traced graph still holds cuDNN, forward
     # and backward, behind a DeviceIndex switch: what makes a SavedModel
@@ -156,15 +111,15 @@ def test_predict_runs_the_inference_form_and_fit_the_training_form(
     assert used and set(used) == {"_forward"}
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "holes"])
-def test_symbolic_gradients_without_a_tape_match_generic(
-    monkeypatch, mask_kind
-):
-    # tf.gradients records no tape: the inference form runs, and its
-    # gradient recomputes the training form.
+@pytest.mark.parametrize("mask_kind", ["none", "holes", "full_row"])
+@pytest.mark.parametrize("how", ["tape", "tf.gradients"])
+def test_gradients_in_a_graph_match_generic(monkeypatch, how, mask_kind):
+    # Under a tape (Keras fit) the training form runs; tf.gradients records
+    # no tape, so the inference form runs and its gradient recomputes the
+    # training form.
     import tensorflow as tf
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(0)
     x = helpers.random_inputs(rng)
     weights = helpers.random_weights(rng)
     state = helpers.random_state(rng)
@@ -176,15 +131,37 @@ def test_symbolic_gradients_without_a_tape_match_generic(
     cotangents = [rng.normal(size=e.shape) for e in expected]
     arguments = [tf.constant(a, tf.float32) for a in [x, *state, *weights]]
 
-    def symbolic_gradients(layer):
+    def graph_gradients(layer):
         fn = loss_fn(layer, mask, cotangents, with_state=True)
-        gradients = tf.function(lambda *t: tf.gradients(fn(*t), t))
+
+        @tf.function
+        def gradients(*tensors):
+            if how == "tf.gradients":
+                return tf.gradients(fn(*tensors), tensors)
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                loss = fn(*tensors)
+            return tape.gradient(loss, tensors)
+
         return [g.numpy() for g in gradients(*arguments)]
 
-    want = symbolic_gradients(generic)
+    want = graph_gradients(generic)
     used = _spy_on_forms(monkeypatch)
-    got = symbolic_gradients(fused)
-    assert used == ["_infer", "_forward"]
+    got = graph_gradients(fused)
+    if how == "tape":
+        assert used == ["_forward"]
+    else:
+        assert used == ["_infer", "_forward"]
     for g, w in zip(got, want, strict=True):
         assert np.any(w != 0)
         np.testing.assert_allclose(g, w, rtol=helpers.ATOL, atol=helpers.ATOL)
+
+    outputs = tf.function(
+        lambda x, h, c, m: fused(x, initial_state=[h, c], mask=m)
+    )(
+        arguments[0],
+        arguments[1],
+        arguments[2],
+        tf.constant(np.ones((x.shape[:2]), bool) if mask is None else mask),
+    )
+    helpers.assert_close([o.numpy() for o in outputs], expected)
