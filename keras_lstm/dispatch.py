@@ -92,18 +92,8 @@ def plan(layer, inputs, training=False) -> Plan:
 
 
 def _bidirectional_reasons(bidi, inputs, mask, initial_state, training):
-    from keras_lstm.bidirectional import Bidirectional
-    from keras_lstm.layer import LSTM
-
     forward, backward = bidi.forward_layer, bidi.backward_layer
-    if not (isinstance(forward, LSTM) and isinstance(backward, LSTM)):
-        return ["the wrapped layers are not keras_lstm.LSTM"]
     reasons = []
-    if not isinstance(bidi, Bidirectional):
-        reasons.append(
-            "keras.layers.Bidirectional calls each direction as a layer of "
-            "its own; keras_lstm.Bidirectional can run both in one kernel"
-        )
     for direction, layer in (("forward", forward), ("backward", backward)):
         reasons.extend(
             f"{direction} layer: {r}"
@@ -141,10 +131,11 @@ def _bidirectional_reasons(bidi, inputs, mask, initial_state, training):
 def plan_bidirectional(
     bidi, inputs, mask=None, initial_state=None, training=False
 ) -> Plan:
-    """Chooses how a keras_lstm.Bidirectional call runs.
+    """Chooses how a Bidirectional call runs.
 
     Args:
-        bidi: a `keras_lstm.Bidirectional`.
+        bidi: a `keras_lstm.Bidirectional` (or a keras.layers.Bidirectional,
+            which never runs a bidirectional kernel).
         inputs: its inputs.
         mask: the call's mask, if any.
         initial_state: the call's initial states, if any.
@@ -155,24 +146,30 @@ def plan_bidirectional(
         runs both directions; otherwise what each direction runs (its own
         fused kernel, or "generic") and why no bidirectional kernel runs.
     """
-    forward = bidi.forward_layer
-    if hasattr(forward, "compute_dtype"):
-        inputs = ops.convert_to_tensor(inputs, dtype=forward.compute_dtype)
-    if getattr(forward, "time_major", False):
-        inputs = ops.transpose(inputs, (1, 0, 2))
+    # Imported here: both modules import this one.
+    from keras_lstm.bidirectional import Bidirectional
+    from keras_lstm.layer import LSTM
+
+    forward, backward = bidi.forward_layer, bidi.backward_layer
+    if not (isinstance(forward, LSTM) and isinstance(backward, LSTM)):
+        return Plan(GENERIC, ("the wrapped layers are not keras_lstm.LSTM",))
     if kernels is None:
         return Plan(GENERIC, ("this Keras backend has no fused LSTM kernel",))
-    reasons = _bidirectional_reasons(
+    inputs = ops.convert_to_tensor(inputs, dtype=forward.compute_dtype)
+    if forward.time_major:
+        inputs = ops.transpose(inputs, (1, 0, 2))
+    reasons = []
+    if not isinstance(bidi, Bidirectional):
+        reasons.append(
+            "keras.layers.Bidirectional calls each direction as a layer of "
+            "its own; keras_lstm.Bidirectional can run both in one kernel"
+        )
+    reasons += _bidirectional_reasons(
         bidi, inputs, mask, initial_state, training
     )
     if not reasons:
         return Plan(f"{kernels.name(inputs)}-bidirectional", ())
-    from keras_lstm.layer import LSTM
-
-    per_direction = GENERIC
-    if isinstance(forward, LSTM):
-        per_direction = _choose(forward, inputs, training).kernel
-    return Plan(per_direction, tuple(reasons))
+    return Plan(_choose(forward, inputs, training).kernel, tuple(reasons))
 
 
 def explain(layer, inputs, mask=None, training=False, initial_state=None):
