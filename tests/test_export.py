@@ -23,15 +23,27 @@ def _model_and_inputs():
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow export")
-def test_tf_saved_model_reloads_and_matches(tmp_path):
+@pytest.mark.parametrize(
+    "exported_where", ["cpu_only", "where_cuda_is_visible"]
+)
+def test_tf_saved_model_reloads_and_matches(
+    tmp_path, monkeypatch, exported_where
+):
     import tensorflow as tf
+
+    from keras_lstm.backend import tensorflow as tf_kernels
 
     model, x = _model_and_inputs()
     expected = keras.ops.convert_to_numpy(model(x))
-    model.export(str(tmp_path / "saved"), format="tf_saved_model")
-    # The artefact carries the GPU kernel behind a device switch (see
-    # test_tensorflow_kernel.py) and still runs here, on CPU: the kernel is
-    # chosen when the op runs, by its device.
+    with monkeypatch.context() as patch:
+        if exported_where == "where_cuda_is_visible":
+            # As if TensorFlow saw a GPU while exporting.
+            patch.setattr(tf_kernels, "_on_gpu", lambda: True)
+        model.export(str(tmp_path / "saved"), format="tf_saved_model")
+    # Exported where a GPU is visible, the artefact carries the GPU kernel
+    # behind a device switch (see test_tensorflow_kernel.py) and still runs
+    # here, on CPU: the kernel is chosen when the op runs, by its device.
+    # Exported on a CPU-only machine, it carries the loop alone.
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
@@ -42,7 +54,8 @@ def test_tf_saved_model_reloads_and_matches(tmp_path):
         for function in graph.graph_def.library.function
         for node in function.node_def
     }
-    assert {"DeviceIndex", "CudnnRNNV3"} <= ops
+    has_cudnn = {"DeviceIndex", "CudnnRNNV3"} <= ops
+    assert has_cudnn == (exported_where == "where_cuda_is_visible")
     reloaded = tf.saved_model.load(str(tmp_path / "saved"))
     np.testing.assert_allclose(
         reloaded.serve(x).numpy(), expected, rtol=1e-5, atol=1e-6

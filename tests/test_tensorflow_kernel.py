@@ -1,8 +1,9 @@
 """The TensorFlow kernel inside graphs: the device switch and its gradient.
 
-Keras fit, predict and export trace the layer into a graph, where the kernel
-is chosen when the op runs, by its device: CudnnRNNV3 on a GPU, the XLA loop
-elsewhere. Eager calls run one branch directly, so these tests trace.
+Keras fit, predict and export trace the layer into a graph. Where TensorFlow
+sees a GPU, the kernel is chosen when the op runs, by its device: CudnnRNNV3
+on a GPU, the loop elsewhere. Eager calls run one branch directly, so these
+tests trace.
 """
 
 import keras
@@ -26,25 +27,49 @@ def _graph_ops(graph_def):
     return ops
 
 
-def test_graph_carries_the_cudnn_kernel_behind_a_device_switch():
-    # On this CPU-only machine the traced graph still holds cuDNN, forward
-    # and backward, behind a DeviceIndex switch: what makes a SavedModel
-    # exported on a GPU machine run on CPU (test_export.py runs one).
+@pytest.mark.parametrize("gpu_visible", [False, True])
+def test_graph_carries_the_cudnn_kernel_where_a_gpu_is_visible(
+    monkeypatch, gpu_visible
+):
+    # Traced where TensorFlow sees a GPU (simulated here), the graph holds
+    # cuDNN, forward and backward, behind a DeviceIndex switch: what makes a
+    # SavedModel exported on a GPU machine run on CPU (test_export.py runs
+    # one), and the switch picks the loop on this CPU. Where no GPU is
+    # visible, the graph holds the loop alone (half the tracing).
     import tensorflow as tf
 
-    layer = keras_lstm.LSTM(4)
-    x = tf.zeros((2, 5, 3))
-    layer(x)
+    from keras_lstm.backend import tensorflow as tf_kernels
 
-    @tf.function
-    def train_step(x):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x))
-        return tape.gradient(loss, layer.trainable_variables)
+    rng = np.random.default_rng(3)
+    weights = helpers.random_weights(rng)
+    fused, generic = layer_pair(weights)
+    x = tf.constant(helpers.random_inputs(rng))
+    monkeypatch.setattr(tf_kernels, "_on_gpu", lambda: gpu_visible)
 
-    graph = train_step.get_concrete_function(x).graph.as_graph_def()
-    ops = _graph_ops(graph)
-    assert {"DeviceIndex", "CudnnRNNV3", "CudnnRNNBackpropV3"} <= ops
+    def train_step(layer):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(x))
+            return loss, tape.gradient(loss, layer.trainable_variables)
+
+        return step
+
+    step = train_step(fused)
+    graph = step.get_concrete_function(x).graph.as_graph_def()
+    switched = {"DeviceIndex", "CudnnRNNV3", "CudnnRNNBackpropV3"}
+    if gpu_visible:
+        assert switched <= _graph_ops(graph)
+    else:
+        assert not switched & _graph_ops(graph)
+    for got, want in zip(
+        tf.nest.flatten(step(x)),
+        tf.nest.flatten(train_step(generic)(x)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(
+            got.numpy(), want.numpy(), rtol=helpers.RTOL, atol=helpers.ATOL
+        )
 
 
 def test_cudnn_unpack_is_the_gradient_of_pack():
@@ -77,18 +102,19 @@ def test_cudnn_unpack_is_the_gradient_of_pack():
 
 
 def _spy_on_forms(monkeypatch):
-    """Records which compiled form of the XLA loop each trace uses."""
+    """Records which forward form of the loop ("train" or "infer") each
+    trace runs."""
     from keras_lstm.backend import tensorflow as tf_kernels
 
     used = []
-    for form in ("_forward", "_infer"):
-        real = getattr(tf_kernels, form)
+    real = tf_kernels._run
 
-        def spy(*args, _real=real, _form=form):
-            used.append(_form)
-            return _real(*args)
+    def spy(form, *args, **kwargs):
+        if form != "backward":
+            used.append(form)
+        return real(form, *args, **kwargs)
 
-        monkeypatch.setattr(tf_kernels, form, spy)
+    monkeypatch.setattr(tf_kernels, "_run", spy)
     return used
 
 
@@ -105,10 +131,10 @@ def test_predict_runs_the_inference_form_and_fit_the_training_form(
     model.compile(optimizer="sgd", loss="mse")
     used = _spy_on_forms(monkeypatch)
     model.predict(x, verbose=0)
-    assert used and set(used) == {"_infer"}
+    assert used and set(used) == {"infer"}
     used.clear()
     model.fit(x, y, epochs=1, verbose=0)
-    assert used and set(used) == {"_forward"}
+    assert used and set(used) == {"train"}
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "holes", "full_row"])
@@ -149,9 +175,9 @@ def test_gradients_in_a_graph_match_generic(monkeypatch, how, mask_kind):
     used = _spy_on_forms(monkeypatch)
     got = graph_gradients(fused)
     if how == "tape":
-        assert used == ["_forward"]
+        assert used == ["train"]
     else:
-        assert used == ["_infer", "_forward"]
+        assert used == ["infer", "train"]
     for g, w in zip(got, want, strict=True):
         assert np.any(w != 0)
         np.testing.assert_allclose(g, w, rtol=helpers.ATOL, atol=helpers.ATOL)
@@ -165,3 +191,70 @@ def test_gradients_in_a_graph_match_generic(monkeypatch, how, mask_kind):
         tf.constant(np.ones((x.shape[:2]), bool) if mask is None else mask),
     )
     helpers.assert_close([o.numpy() for o in outputs], expected)
+
+
+def test_new_lengths_and_batch_sizes_trace_nothing_new(monkeypatch):
+    # Dynamic padding: every batch has its own length (and the last batch
+    # is partial). The loop is traced once per form for any batch size and
+    # length, and nothing is XLA-compiled, so new shapes cost nothing.
+    from keras_lstm.backend import tensorflow as tf_kernels
+
+    traces = []
+    real = tf_kernels._loop
+
+    def spy(*args, saves):
+        traces.append("train" if saves else "infer")
+        return real(*args, saves=saves)
+
+    monkeypatch.setattr(tf_kernels, "_loop", spy)
+    # A layer size no other test uses: its forms are traced here first.
+    model = keras.Sequential(
+        [keras.Input((None, 5)), keras_lstm.LSTM(7), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(4)
+    for i, timesteps in enumerate(range(3, 23)):
+        batch = 4 if i < 19 else 3  # a partial last batch
+        x = rng.normal(size=(batch, timesteps, 5)).astype("float32")
+        model.train_on_batch(x, np.zeros((batch, 1), "float32"))
+        model.predict_on_batch(x)
+    assert sorted(traces) == ["infer", "train"]
+    assert not any(
+        f._jit_compile for f in tf_kernels._FORMS.values()
+    ), "the loop must not be XLA-compiled per shape"
+
+
+def test_jit_compile_runs_the_loop_inside_xla():
+    # model.compile(jit_compile=True): Keras XLA-compiles the whole step and
+    # the loop is compiled with it; the numbers stay the generic path's
+    # (run without XLA: keras.ops.scan has no XLA gradient on TensorFlow).
+    rng = np.random.default_rng(5)
+    x = helpers.random_inputs(rng)
+    y = rng.normal(size=(helpers.BATCH, 1)).astype("float32")
+    models = []
+    for use_cudnn in ("auto", False):
+        model = keras.Sequential(
+            [
+                keras.Input((None, helpers.FEATURES)),
+                keras_lstm.LSTM(4, use_cudnn=use_cudnn),
+                keras.layers.Dense(1),
+            ]
+        )
+        model.compile(
+            optimizer="sgd", loss="mse", jit_compile=use_cudnn == "auto"
+        )
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    assert models[0].jit_compile
+    for model in models:
+        model.fit(x, y, epochs=2, batch_size=2, verbose=0)
+    for got, want in zip(
+        models[0].get_weights(), models[1].get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        models[0].predict(x, verbose=0),
+        models[1].predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )

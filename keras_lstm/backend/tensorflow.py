@@ -1,13 +1,17 @@
-"""TensorFlow fused LSTM: CudnnRNNV3 on GPU, XLA-compiled forward and
-backward loops elsewhere."""
+"""TensorFlow fused LSTM: CudnnRNNV3 on GPU; elsewhere a while_loop with
+its backward pass written out, run as a graph (no compilation)."""
 
 import tensorflow as tf
 
 # Whether a gradient tape is recording: chooses the inference form of the
-# XLA loop. TensorFlow's own ops (script_ops) ask the same question.
+# loop. TensorFlow's own ops (script_ops) ask the same question.
 from tensorflow.python.eager import record
 
-_XLA_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+# Whether a graph is being compiled by XLA as a whole (jit_compile=True):
+# TensorFlow's own device switch asks the same question.
+from tensorflow.python.ops import control_flow_util
+
+_LOOP_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _CUDNN_DTYPES = (tf.float16, tf.float32, tf.float64)
 
 
@@ -16,11 +20,11 @@ def _on_gpu() -> bool:
 
 
 def name(inputs) -> str:
-    return "tensorflow-cudnn" if _on_gpu() else "tensorflow-xla"
+    return "tensorflow-cudnn" if _on_gpu() else "tensorflow-loop"
 
 
 def unsupported(inputs) -> tuple[str, ...]:
-    dtypes = _CUDNN_DTYPES if _on_gpu() else _XLA_DTYPES
+    dtypes = _CUDNN_DTYPES if _on_gpu() else _LOOP_DTYPES
     if inputs.dtype not in dtypes:
         return (f"the {name(inputs)} kernel does not take {inputs.dtype.name}",)
     return ()
@@ -117,36 +121,35 @@ def _cudnn_backward(
     return (d_inputs, d_h0[:, 0], d_c0[:, 0], *weights)
 
 
-_xla = tf.function(jit_compile=True, autograph=False, reduce_retracing=True)
-
-
 def _time_major(x):
     return tf.transpose(x, (1, 0, 2))
 
 
 def _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias, saves):
     """Runs the LSTM; with `saves`, also returns what the backward pass
-    needs (every c and the gate activations)."""
+    needs (every c and the gate activations). `lengths` may be None (every
+    step valid): no per-step selects then."""
     timesteps = tf.shape(inputs)[1]
     # Each step projects its own input: under XLA on CPU that is 2x faster
-    # than one hoisted matmul over all steps (benchmarks/).
-    steps = tf.TensorArray(inputs.dtype, size=timesteps).unstack(
+    # than one hoisted matmul over all steps, and equal in a graph.
+    step_inputs = tf.TensorArray(inputs.dtype, size=timesteps).unstack(
         _time_major(inputs)
     )
     kept = "hcz" if saves else "h"
     outputs = [tf.TensorArray(inputs.dtype, size=timesteps) for _ in kept]
 
     def body(t, h, c, *outputs):
-        z = steps.read(t) @ kernel + h @ recurrent_kernel + bias
+        z = step_inputs.read(t) @ kernel + h @ recurrent_kernel + bias
         i, f, g, o = tf.split(z, 4, axis=-1)
         i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
         c_new = f * c + i * g
         h_new = o * tf.tanh(c_new)
-        # Past a row's length the states stay: they end as the states after
-        # its last valid step.
-        valid = (t < lengths)[:, None]
-        h_new = tf.where(valid, h_new, h)
-        c_new = tf.where(valid, c_new, c)
+        if lengths is not None:
+            # Past a row's length the states stay: they end as the states
+            # after its last valid step.
+            valid = (t < lengths)[:, None]
+            h_new = tf.where(valid, h_new, h)
+            c_new = tf.where(valid, c_new, c)
         values = (h_new, c_new, tf.concat([i, f, g, o], axis=-1))
         written = [
             a.write(t, v)
@@ -163,15 +166,7 @@ def _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias, saves):
     return (_time_major(hs.stack()), h, c, *(a.stack() for a in saved))
 
 
-# Two compiled forms: the one for training keeps every c and gate for the
-# backward pass; the one for inference (no tape recording) does not, which
-# makes it 15% faster at the main benchmark shape.
-_forward = _xla(lambda *args: _loop(*args, saves=True))
-_infer = _xla(lambda *args: _loop(*args, saves=False))
-
-
-@_xla
-def _backward(
+def _backprop(
     d_sequence,
     d_h,
     d_c,
@@ -185,7 +180,7 @@ def _backward(
     cs,
     gates,
 ):
-    """Backpropagation through time for `_forward` (same XLA context)."""
+    """Backpropagation through time for `_loop(..., saves=True)`."""
     timesteps = tf.shape(inputs)[1]
     hs = _time_major(sequence)
     h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
@@ -210,6 +205,8 @@ def _backward(
             ],
             axis=-1,
         )
+        if lengths is None:
+            return t - 1, d_z @ recurrent_t, d_c_t * f, d_zs.write(t, d_z)
         # A step past the row's length passed h and c through unchanged.
         valid = (t < lengths)[:, None]
         d_z = tf.where(valid, d_z, 0)
@@ -232,103 +229,203 @@ def _backward(
     return d_inputs, d_h0, d_c0, d_kernel, d_recurrent, d_bias
 
 
+def _training_loop(*args):
+    return _loop(*args, saves=True)
+
+
+def _inference_loop(*args):
+    return _loop(*args, saves=False)
+
+
+# The loop's three forms: the training forward keeps every c and gate for
+# the backward pass; the inference forward keeps nothing (15% faster at the
+# main benchmark shape). Run by TensorFlow's graph executor, as
+# keras.layers.LSTM is on CPU: nothing is compiled, so a new shape (dynamic
+# padding, a partial last batch) costs nothing. XLA ran the loop 1.3-2x
+# faster once compiled, but compiled 0.3-0.6 s per form and shape; switching
+# to it once a shape was hot (a call count per shape in the graph, a tf.cond
+# between the two) cost 0.5 s on the first call and 20% on every call of a
+# small model (measured in one process, issue 8's note). jit_compile=True
+# compiles the loop with the rest of the model (`_in_xla_context`).
+_FORMS = {
+    form: tf.function(function, autograph=False, reduce_retracing=True)
+    for form, function in (
+        ("train", _training_loop),
+        ("infer", _inference_loop),
+        ("backward", _backprop),
+    )
+}
+
+
+def _in_xla_context() -> bool:
+    """Whether an enclosing XLA compilation (jit_compile=True) takes the
+    loop: then it runs inline, compiled with the rest."""
+    return control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph()
+    )
+
+
+def _run(form, *args, weights):
+    """Runs `_FORMS[form]` through its trace for any batch size and length:
+    traced once per process for each feature size, unit count and dtype,
+    not again for every model or Keras retrace (inline under XLA). The
+    `weights` keep their shapes; other arguments keep only the size of
+    their last axis."""
+    if _in_xla_context():
+        return _FORMS[form].python_function(*args)
+
+    def spec(a):
+        if a is None:
+            return None
+        if a.shape.rank == 0 or any(a is w for w in weights):
+            return tf.TensorSpec(a.shape, a.dtype)
+        shape = [None] * (a.shape.rank - 1) + [a.shape[-1]]
+        return tf.TensorSpec(shape, a.dtype)
+
+    specs = [spec(a) for a in args]
+    return _FORMS[form].get_concrete_function(*specs)(*args)
+
+
 def _on_device(inputs, gpu, other):
     """`gpu()` where the op runs on a GPU and cuDNN takes the dtype, else
     `other()`: chosen when the op runs, not when the graph is traced, so a
     SavedModel exported on a GPU machine carries both and runs on a
-    CPU-only one (and one exported on CPU uses cuDNN on a GPU). Inside an
-    XLA cluster, `other()`: CudnnRNNV3 has no XLA form."""
-    if inputs.dtype not in _CUDNN_DTYPES:
+    CPU-only one. Where TensorFlow sees no GPU at all, `other()` alone:
+    tracing the switch and the cuDNN branch would double the cost of the
+    first call (and of every new trace) for a branch that cannot run; a
+    SavedModel exported there runs the loop on any device. Inside an XLA
+    cluster, `other()`: CudnnRNNV3 has no XLA form."""
+    if inputs.dtype not in _CUDNN_DTYPES or not _on_gpu():
         return other()
     return tf.__internal__.execute_fn_for_device(
         {"GPU": gpu}, default_fn=other, name="keras_lstm_device"
     )
 
 
-@tf.custom_gradient
+def _cudnn_lengths(inputs, lengths):
+    """cuDNN always takes sequence lengths."""
+    if lengths is not None:
+        return lengths
+    return tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
+
+
 def _fused(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
-    # The gradient is written out (for cuDNN, its backprop op): TensorFlow
-    # cannot differentiate through an XLA-compiled while_loop from outside
-    # it (TensorLists cannot cross the XLA/TF boundary), nor, in TF 2.21,
-    # through a custom gradient inside the device switch.
-    # stop_gradient: no tape may differentiate the kernels themselves.
-    args = [tf.stop_gradient(a) for a in (inputs, h0, c0, lengths)]
-    weights = [tf.stop_gradient(w) for w in (kernel, recurrent_kernel, bias)]
-    # Both branches return the same structure: the results, then what their
-    # backward pass needs (unused slots are empty).
-    sequence, h, c, *saved = _on_device(
-        inputs,
-        lambda: _cudnn_forward(*args, *weights),
-        lambda: (*_forward(*args, *weights), tf.zeros([0], tf.int8)),
-    )
+    """The training kernel: results, and a gradient written out (for cuDNN,
+    its backprop op). TensorFlow cannot differentiate through an
+    XLA-compiled while_loop from outside it (TensorLists cannot cross the
+    XLA/TF boundary), nor, in TF 2.21, through a custom gradient inside the
+    device switch. `lengths` (None or int32) is not differentiated."""
+    cudnn_lengths = _cudnn_lengths(inputs, lengths)
 
-    # Static shapes are lost through the device switch; the loops and the
-    # layers downstream want them.
-    batch, timesteps = inputs.shape[:2]
-    units = recurrent_kernel.shape[0]
-    sequence.set_shape((batch, timesteps, units))
-    h.set_shape(h0.shape)
-    c.set_shape(c0.shape)
-
-    def xla_backward(d_results):
-        cs, gates = saved[:2]
-        cs = tf.ensure_shape(cs, (timesteps, batch, units))
-        gates = tf.ensure_shape(gates, (timesteps, batch, 4 * units))
-        return _backward(
-            *d_results, *args, kernel, recurrent_kernel, sequence, cs, gates
-        )
-
-    def grad(d_sequence, d_h, d_c):
-        zeros = tf.zeros_like
-        d_results = (
-            zeros(sequence) if d_sequence is None else d_sequence,
-            zeros(h) if d_h is None else d_h,
-            zeros(c) if d_c is None else d_c,
-        )
-        d = _on_device(
-            inputs,
-            lambda: _cudnn_backward(
-                *d_results, *args, kernel, sequence, h, c, *saved
-            ),
-            lambda: xla_backward(d_results),
-        )
-        for gradient, x in zip(d, (inputs, h0, c0, *weights), strict=True):
-            gradient.set_shape(x.shape)
-        d_inputs, d_h0, d_c0, d_kernel, d_recurrent, d_bias = d
-        return d_inputs, d_h0, d_c0, None, d_kernel, d_recurrent, d_bias
-
-    return (sequence, h, c), grad
-
-
-@tf.custom_gradient
-def _fused_inference(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
-    # Run when no tape records (predict, serving): nothing is kept for a
-    # backward pass. A gradient asked for anyway (tf.gradients) recomputes
-    # the forward pass of `_fused` and differentiates that.
-    args = [tf.stop_gradient(a) for a in (inputs, h0, c0, lengths)]
-    weights = [tf.stop_gradient(w) for w in (kernel, recurrent_kernel, bias)]
-    sequence, h, c = _on_device(
-        inputs,
-        lambda: _cudnn_forward(*args, *weights)[:3],
-        lambda: _infer(*args, *weights),
-    )
-    sequence.set_shape(inputs.shape[:2] + recurrent_kernel.shape[:1])
-    h.set_shape(h0.shape)
-    c.set_shape(c0.shape)
-
-    def grad(*d_results):
-        differentiable = [inputs, h0, c0, kernel, recurrent_kernel, bias]
-        with tf.GradientTape() as tape:
-            tape.watch(differentiable)
-            results = _fused(inputs, h0, c0, lengths, *differentiable[3:])
-        d_results = [
-            tf.zeros_like(r) if d is None else d
-            for r, d in zip(results, d_results, strict=True)
+    @tf.custom_gradient
+    def run(inputs, h0, c0, kernel, recurrent_kernel, bias):
+        # stop_gradient: no tape may differentiate the kernels themselves.
+        args = [tf.stop_gradient(a) for a in (inputs, h0, c0)]
+        weights = [
+            tf.stop_gradient(w) for w in (kernel, recurrent_kernel, bias)
         ]
-        d = tape.gradient(results, differentiable, output_gradients=d_results)
-        return (*d[:3], None, *d[3:])
 
-    return (sequence, h, c), grad
+        # Both branches return the same structure: the results, then what
+        # their backward pass needs (unused slots are empty).
+        sequence, h, c, *saved = _on_device(
+            inputs,
+            lambda: _cudnn_forward(*args, cudnn_lengths, *weights),
+            lambda: (
+                *_run("train", *args, lengths, *weights, weights=weights),
+                tf.zeros([0], tf.int8),
+            ),
+        )
+
+        # Static shapes are lost through the device switch; the loops and
+        # the layers downstream want them.
+        batch, timesteps = inputs.shape[:2]
+        units = recurrent_kernel.shape[0]
+        sequence.set_shape((batch, timesteps, units))
+        h.set_shape(h0.shape)
+        c.set_shape(c0.shape)
+
+        def loop_backward(d_results):
+            cs = tf.ensure_shape(saved[0], (timesteps, batch, units))
+            gates = tf.ensure_shape(saved[1], (timesteps, batch, 4 * units))
+            return _run(
+                "backward",
+                *d_results,
+                *args,
+                lengths,
+                *weights[:2],
+                sequence,
+                cs,
+                gates,
+                weights=weights,
+            )
+
+        def grad(d_sequence, d_h, d_c):
+            zeros = tf.zeros_like
+            d_results = (
+                zeros(sequence) if d_sequence is None else d_sequence,
+                zeros(h) if d_h is None else d_h,
+                zeros(c) if d_c is None else d_c,
+            )
+            d = _on_device(
+                inputs,
+                lambda: _cudnn_backward(
+                    *d_results,
+                    *args,
+                    cudnn_lengths,
+                    kernel,
+                    sequence,
+                    h,
+                    c,
+                    *saved,
+                ),
+                lambda: loop_backward(d_results),
+            )
+            for gradient, x in zip(d, (inputs, h0, c0, *weights), strict=True):
+                gradient.set_shape(x.shape)
+            return d
+
+        return (sequence, h, c), grad
+
+    return run(inputs, h0, c0, kernel, recurrent_kernel, bias)
+
+
+def _fused_inference(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+    """The kernel when no tape records (predict, serving): nothing is kept
+    for a backward pass. A gradient asked for anyway (tf.gradients)
+    recomputes the forward pass of `_fused` and differentiates that."""
+    cudnn_lengths = _cudnn_lengths(inputs, lengths)
+
+    @tf.custom_gradient
+    def run(inputs, h0, c0, kernel, recurrent_kernel, bias):
+        args = [tf.stop_gradient(a) for a in (inputs, h0, c0)]
+        weights = [
+            tf.stop_gradient(w) for w in (kernel, recurrent_kernel, bias)
+        ]
+        sequence, h, c = _on_device(
+            inputs,
+            lambda: _cudnn_forward(*args, cudnn_lengths, *weights)[:3],
+            lambda: _run("infer", *args, lengths, *weights, weights=weights),
+        )
+        sequence.set_shape(inputs.shape[:2] + recurrent_kernel.shape[:1])
+        h.set_shape(h0.shape)
+        c.set_shape(c0.shape)
+
+        def grad(*d_results):
+            differentiable = [inputs, h0, c0, kernel, recurrent_kernel, bias]
+            with tf.GradientTape() as tape:
+                tape.watch(differentiable)
+                results = _fused(inputs, h0, c0, lengths, *differentiable[3:])
+            d_results = [
+                tf.zeros_like(r) if d is None else d
+                for r, d in zip(results, d_results, strict=True)
+            ]
+            return tape.gradient(
+                results, differentiable, output_gradients=d_results
+            )
+
+        return (sequence, h, c), grad
+
+    return run(inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
 def xla_hides_fused() -> bool:
@@ -339,12 +436,12 @@ def xla_hides_fused() -> bool:
 
 
 def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
-    if lengths is None:
-        lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
-    # Tensors, not variables: the XLA functions are shared by every layer,
+    # Tensors, not variables: the loop functions are shared by every layer,
     # and a traced variable argument would outlive its layer.
     weights = [
         tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
     ]
+    if lengths is not None:
+        lengths = tf.cast(lengths, tf.int32)
     kernel = _fused if record.could_possibly_record() else _fused_inference
-    return kernel(inputs, h0, c0, tf.cast(lengths, tf.int32), *weights)
+    return kernel(inputs, h0, c0, lengths, *weights)
