@@ -1,7 +1,8 @@
 """keras_lstm: a drop-in keras.layers.LSTM, one semantics on every backend."""
 
 from keras_lstm.bidirectional import Bidirectional
-from keras_lstm.dispatch import Plan, explain
+from keras_lstm.dispatch import Plan
+from keras_lstm.explain import explain
 from keras_lstm.layer import LSTM
 
 __all__ = ["LSTM", "Bidirectional", "Plan", "explain"]

@@ -49,7 +49,13 @@ class Bidirectional(keras.layers.Bidirectional):
             half = len(initial_state) // 2
             states = (initial_state[:half], initial_state[half:])
         chosen = dispatch.plan_bidirectional(
-            self, sequences, mask, initial_state, training
+            forward,
+            backward,
+            # The kernels' rules read the dtype and device only.
+            ops.cast(sequences, forward.compute_dtype),
+            mask,
+            initial_state,
+            training,
         )
         if chosen.reasons:
             # As keras.layers.Bidirectional: each direction is a layer call.

@@ -308,6 +308,63 @@ def test_import_adds_no_other_framework(backend):
     assert not leaked
 
 
+_FIRST_CALL_SCRIPT = """
+import json, sys
+import numpy as np
+import keras
+import keras_lstm
+before = set(sys.modules)
+x = np.random.default_rng(0).normal(size=(4, 6, 3)).astype("float32")
+x[1, 4:] = 0.0
+model = keras.Sequential([
+    keras.Input((None, 3)),
+    keras.layers.Masking(),
+    keras_lstm.LSTM(5, return_sequences=True, go_backwards=True),
+    keras_lstm.LSTM(4),
+    keras.layers.Dense(1),
+])
+model.compile(optimizer="adam", loss="mse")
+model.predict_on_batch(x)
+model.train_on_batch(x, np.zeros((4, 1), "float32"))
+model.train_on_batch(x[:3, :5], np.zeros((3, 1), "float32"))
+keras_lstm.explain(model.layers[2], x)
+added = sorted(set(sys.modules) - before)
+print(json.dumps({"backend": keras.backend.backend(), "added": added}))
+"""
+
+
+@pytest.mark.cross
+@pytest.mark.parametrize("backend", sorted(_FRAMEWORKS))
+def test_first_calls_import_no_other_framework(backend):
+    # With every framework installed, building, calling and training a
+    # model imports only the active backend's (TensorFlow, imported on
+    # first use, takes seconds: it must not be paid on JAX or torch).
+    # Not covered: keras.layers.Bidirectional's constructor, which Keras
+    # writes with serialize_keras_object (it asks whether TensorFlow is
+    # available, and so imports it), as does any get_config.
+    if importlib.util.find_spec(_FRAMEWORKS[backend][0]) is None:
+        pytest.skip(f"{backend} is not installed")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(root), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL_SCRIPT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend
+    others = {n for b in _FRAMEWORKS if b != backend for n in _FRAMEWORKS[b]}
+    leaked = [m for m in report["added"] if m.split(".")[0] in others]
+    assert not leaked, leaked[:5]
+
+
 # ---------------------------------------------------------------------------
 # Models: fit and predict take the fused path and learn what the generic
 # path learns.
@@ -379,3 +436,35 @@ def test_jit_is_declined_where_xla_would_hide_the_fused_kernel(
     model.compile(loss="mse", jit_compile="auto")
     if hides:
         assert model.jit_compile is False
+
+
+def test_explain_refuses_other_layers():
+    with pytest.raises(TypeError, match="keras_lstm.LSTM or a Bidirectional"):
+        keras_lstm.explain(keras.layers.LSTM(3), _inputs())
+
+
+def test_the_dispatch_hook_imports_no_layer():
+    # The layers import the hook; the hook reads them through their
+    # attributes, so the package has no import circle.
+    import ast
+
+    source = pathlib.Path(keras_lstm.dispatch.__file__).read_text()
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom)
+    } | {
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert (
+        not {
+            "keras_lstm.layer",
+            "keras_lstm.bidirectional",
+            "keras_lstm.explain",
+            "keras_lstm",
+        }
+        & imported
+    )

@@ -219,9 +219,9 @@ def test_new_lengths_and_batch_sizes_trace_nothing_new(monkeypatch):
         model.train_on_batch(x, np.zeros((batch, 1), "float32"))
         model.predict_on_batch(x)
     assert sorted(traces) == ["infer", "train"]
-    assert not any(
-        f._jit_compile for f in tf_kernels._FORMS.values()
-    ), "the loop must not be XLA-compiled per shape"
+    assert not any(f._jit_compile for f in tf_kernels._FORMS.values()), (
+        "the loop must not be XLA-compiled per shape"
+    )
 
 
 def test_jit_compile_runs_the_loop_inside_xla():
