@@ -1,9 +1,18 @@
 """keras_lstm: a drop-in keras.layers.LSTM, one semantics on every backend."""
 
+from keras_lstm import data
 from keras_lstm.bidirectional import Bidirectional
+from keras_lstm.data import BucketedSequences
 from keras_lstm.dispatch import Plan
 from keras_lstm.explain import explain
 from keras_lstm.layer import LSTM
 
-__all__ = ["LSTM", "Bidirectional", "Plan", "explain"]
+__all__ = [
+    "LSTM",
+    "Bidirectional",
+    "BucketedSequences",
+    "Plan",
+    "data",
+    "explain",
+]
 __version__ = "0.1.0"
