@@ -2,16 +2,22 @@
 
 For each Keras backend, one subprocess times the three contenders in the same
 process, with the same weights and inputs, in alternating runs (the machine
-is shared and noisy: ratios within a process are what count). Modes: predict
-(`predict_on_batch`; torch.nn.LSTM under no_grad) and a train step
-(`train_on_batch` with SGD and MSE; torch.nn.LSTM forward, backward and
-step). Masks: none, right-padded (torch.nn.LSTM packs the sequence) and
-random holes (torch.nn.LSTM has no equivalent).
+is shared and noisy: ratios within a process are what count).
 
-    python benchmarks/bench_lstm.py                      # all backends
+The steady state ("steady"): modes predict (`predict_on_batch`;
+torch.nn.LSTM under no_grad) and a train step (`train_on_batch` with SGD and
+MSE; torch.nn.LSTM forward, backward and step), after a warm-up; masks none,
+right-padded (torch.nn.LSTM packs the sequence) and random holes
+(torch.nn.LSTM has no equivalent). The workloads (keras_lstm/workloads.py):
+dynamic padding, first call, greedy decoding, fit with validation,
+mixed_bfloat16 and long sequences.
+
+    python benchmarks/bench_lstm.py                      # everything
     python benchmarks/bench_lstm.py --backends torch --shapes main
+    python benchmarks/bench_lstm.py --workloads dynamic first_call
     python -m keras_lstm bench --repeats 15             # the same
     python benchmarks/bench_lstm.py --bidirectional     # Bidirectional
+    python benchmarks/bench_lstm.py --plot speedups.png # also a chart
 
 With --bidirectional the contenders are keras.layers.Bidirectional around
 keras.layers.LSTM ("keras") and around keras_lstm.LSTM ("per direction":
@@ -27,9 +33,12 @@ import importlib
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
+
+from keras_lstm import workloads as workloads_lib
 
 SHAPES = {  # batch, timesteps, features, units
     "small": (16, 20, 32, 64),
@@ -204,6 +213,83 @@ def run_backend(shapes, repeats, bidirectional=False):
     return rows
 
 
+def cpu() -> str:
+    """The CPU's model and vector extensions: ratios differ between them."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    names = {
+        "avx2": "AVX2",
+        "avx512f": "AVX-512",
+        "avx512_bf16": "AVX512-BF16",
+        "amx_tile": "AMX",
+        "asimd": "NEON",
+    }
+    found = [label for flag, label in names.items() if flag in flags]
+    return f"{model} ({', '.join(found) or 'no AVX2'}), {os.cpu_count()} cores"
+
+
+def _workload_table(rows):
+    names = ["keras", "keras_lstm", "keras_lstm float32", "torch.nn"]
+    names = [n for n in names if any(n in r for r in rows)]
+    header = "| backend | workload | " + " | ".join(names)
+    header += " | keras / keras_lstm | note |"
+    lines = [header, "|" + "---|" * (4 + len(names))]
+    for r in rows:
+        unit = r["unit"]
+        cells = [r["backend"], r["workload"]]
+        cells += [
+            f"{r[n]:.{3 if unit == 's' else 1}f} {unit}" if n in r else "-"
+            for n in names
+        ]
+        ratio = "-"
+        if "keras" in r and "keras_lstm" in r:
+            ratio = f"{r['keras'] / r['keras_lstm']:.2f}x"
+        cells += [ratio, r.get("note", "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(steady_rows, workload_rows, path):
+    """keras / keras_lstm for every row, as horizontal bars (needs
+    matplotlib: pip install "keras_lstm[plot]")."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit(
+            "--plot needs matplotlib: pip install 'keras_lstm[plot]'"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, ratios = [], []
+    for r in steady_rows:
+        labels.append(f"{r['backend']} {r['shape']} {r['mode']} {r['mask']}")
+        ratios.append(r["keras"] / r["keras_lstm"])
+    for r in workload_rows:
+        if "keras" in r and "keras_lstm" in r:
+            labels.append(f"{r['backend']} {r['workload']}")
+            ratios.append(r["keras"] / r["keras_lstm"])
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(labels) + 1.5))
+    colors = ["tab:green" if x >= 1 else "tab:red" for x in ratios]
+    ax.barh(range(len(labels)), ratios, color=colors)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("keras.layers.LSTM time / keras_lstm.LSTM time (>1: faster)")
+    ax.set_title(f"keras_lstm speed-up, {cpu()}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def _table(rows):
     names = ["keras", "per direction", "keras_lstm", "torch.nn"]
     names = [n for n in names if any(n in r for r in rows)]
@@ -238,11 +324,29 @@ def main(argv=None):
         action="store_true",
         help="time Bidirectional layers instead of single LSTMs",
     )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=["steady", *workloads_lib.WORKLOADS],
+        choices=["steady", *workloads_lib.WORKLOADS],
+        help="what to time (default: all); 'steady' is the shapes table",
+    )
+    parser.add_argument(
+        "--plot", help="also draw keras / keras_lstm per row to this PNG"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.bidirectional:
+        args.workloads = ["steady"]
 
     if args.worker:
-        rows = run_backend(args.shapes, args.repeats, args.bidirectional)
+        import keras
+
+        rows = []
+        if "steady" in args.workloads:
+            rows = run_backend(args.shapes, args.repeats, args.bidirectional)
+        others = [w for w in args.workloads if w != "steady"]
+        rows += workloads_lib.run(keras.backend.backend(), others, args.repeats)
         print(json.dumps(rows))
         return 0
     rows = []
@@ -259,6 +363,8 @@ def main(argv=None):
                 str(args.repeats),
                 "--shapes",
                 *args.shapes,
+                "--workloads",
+                *args.workloads,
             ]
             + (["--bidirectional"] if args.bidirectional else []),
             env=env,
@@ -267,7 +373,15 @@ def main(argv=None):
             text=True,
         ).stdout
         rows += json.loads(out.strip().splitlines()[-1])
-    print(_table(rows))
+    steady = [r for r in rows if "workload" not in r]
+    others = [r for r in rows if "workload" in r]
+    print(f"CPU: {cpu()}\n")
+    if steady:
+        print(_table(steady) + "\n")
+    if others:
+        print(_workload_table(others))
+    if args.plot:
+        plot(steady, others, args.plot)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -1,0 +1,527 @@
+"""Workloads for the benchmark: what a user's whole experience costs.
+
+The steady-state table (benchmark.py) times warmed-up calls at fixed
+shapes. These time what comes before and around them, for keras.layers.LSTM
+("keras"), keras_lstm.LSTM ("keras_lstm") and, where it has an equivalent,
+torch.nn.LSTM ("torch.nn"):
+
+- `dynamic`: an epoch of 13 batches (16 rows, 16 features, LSTM(32)), each
+  padded to its own length (20, 30, ..., 140), trained with
+  `train_on_batch`: the first pass (traces, compiles) and the second; and,
+  for keras_lstm, the same sequences in `BucketedSequences` batches.
+- `first_call`: in a fresh process, build, first predict, first train step
+  and a train step at a new length (batch 32, 50 then 60 steps).
+- `decode`: greedy decoding, batch 1, one step per call with the previous
+  call's states as `initial_state` (ms per step).
+- `fit`: `model.fit` from a new model, with validation data and a partial
+  last batch: a two-LSTM sequence model and an encoder-decoder.
+- `bf16`: predict and train step at the main shape under the
+  `mixed_bfloat16` policy, next to keras_lstm's own float32 run.
+- `long`: one train step at 4,000 steps (batch 16, 64 features, 256
+  units), in a fresh process per contender: seconds and peak memory.
+
+Every row is a median over `repeats` runs that alternate the contenders in
+one process (fresh processes for `first_call` and `long`, whose subject is
+the process itself), after one untimed warm-up of each contender at another
+size so that neither pays the process's one-time start-up in a timed run.
+"""
+
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+WORKLOADS = ("dynamic", "first_call", "decode", "fit", "bf16", "long")
+_LENGTHS = tuple(range(20, 141, 10))
+
+
+def _torch():
+    """torch, for the torch.nn column (optional: None without it)."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    return importlib.import_module("torch")
+
+
+def _lstm_class(contender):
+    import keras
+
+    import keras_lstm
+
+    return keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
+
+
+def _median_rows(backend, workload, samples, unit, note=""):
+    """One row: the median of each contender's samples."""
+    row = {"backend": backend, "workload": workload, "unit": unit}
+    row.update({k: float(np.median(v)) for k, v in samples.items()})
+    if note:
+        row["note"] = note
+    return row
+
+
+# -- dynamic padding ----------------------------------------------------------
+
+
+def _dynamic_batches(rng, features=16):
+    """13 batches of 16 sequences, batch i padded to its longest (20 + 10i
+    steps); the sequences themselves have lengths 11..140."""
+    batches, sequences = [], []
+    for longest in _LENGTHS:
+        lengths = rng.integers(longest - 9, longest + 1, size=16)
+        lengths[0] = longest
+        rows = [
+            rng.normal(size=(n, features)).astype("float32") for n in lengths
+        ]
+        sequences += rows
+        x = np.zeros((16, longest, features), "float32")
+        for i, row in enumerate(rows):
+            x[i, : len(row)] = row
+        batches.append((x, rng.normal(size=(16, 1)).astype("float32")))
+    return batches, sequences
+
+
+def _small_model(contender, features=16, units=32):
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((None, features)),
+            keras.layers.Masking(),
+            _lstm_class(contender)(units),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def _two_passes(model, batches):
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        for x, y in batches:
+            model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def dynamic(backend, repeats):
+    import keras_lstm
+
+    rng = np.random.default_rng(0)
+    batches, sequences = _dynamic_batches(rng)
+    targets = np.concatenate([y for _, y in batches])
+    bucketed = keras_lstm.BucketedSequences(
+        sequences, targets, batch_size=16, seed=0
+    )
+    bucketed_batches = [bucketed[i] for i in range(len(bucketed))]
+    # Warm-up at another size: the process's one-time costs.
+    warm = [(x[:4, :9, :3], y[:4]) for x, y in batches[:2]]
+    for contender in ("keras", "keras_lstm"):
+        _two_passes(_small_model(contender, features=3, units=5), warm)
+    torch = _torch()
+    samples = {
+        "first": {"keras": [], "keras_lstm": []},
+        "second": {"keras": [], "keras_lstm": []},
+        "bucketed first": {"keras_lstm": []},
+        "bucketed second": {"keras_lstm": []},
+    }
+    if torch is not None:
+        samples["first"]["torch.nn"] = []
+        samples["second"]["torch.nn"] = []
+    for _ in range(repeats):
+        for contender in ("keras", "keras_lstm"):
+            first, second = _two_passes(_small_model(contender), batches)
+            samples["first"][contender].append(first)
+            samples["second"][contender].append(second)
+        first, second = _two_passes(
+            _small_model("keras_lstm"), bucketed_batches
+        )
+        samples["bucketed first"]["keras_lstm"].append(first)
+        samples["bucketed second"]["keras_lstm"].append(second)
+        if torch is not None:
+            first, second = _torch_dynamic(torch, batches)
+            samples["first"]["torch.nn"].append(first)
+            samples["second"]["torch.nn"].append(second)
+    shapes = len({x.shape for x, _ in bucketed_batches})
+    notes = {
+        "bucketed first": f"BucketedSequences: {shapes} shapes, not 13",
+        "bucketed second": f"BucketedSequences: {shapes} shapes, not 13",
+    }
+    return [
+        _median_rows(
+            backend, f"dynamic padding, {name} pass", s, "s", notes.get(name)
+        )
+        for name, s in samples.items()
+    ]
+
+
+def _torch_dynamic(torch, batches):
+    """torch.nn.LSTM + Linear on the same padded batches (packed)."""
+    lstm = torch.nn.LSTM(16, 32, batch_first=True)
+    head = torch.nn.Linear(32, 1)
+    params = list(lstm.parameters()) + list(head.parameters())
+    optimizer = torch.optim.Adam(params)
+    tensors = [
+        (
+            torch.from_numpy(x),
+            torch.from_numpy(y),
+            torch.from_numpy((x != 0).any(-1).sum(1)),
+        )
+        for x, y in batches
+    ]
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        for x, y, lengths in tensors:
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+            _, (h, _) = lstm(packed)
+            loss = torch.nn.functional.mse_loss(head(h[0]), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# -- first call, in a fresh process -------------------------------------------
+
+_FIRST_CALL = """
+import importlib.util, json, sys, time
+if importlib.util.find_spec("torch"):
+    import torch  # before TensorFlow: the other order can crash
+import numpy as np
+import keras
+contender = sys.argv[1]
+if contender == "keras":
+    cls = keras.layers.LSTM
+else:
+    import keras_lstm
+    cls = keras_lstm.LSTM
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 50, 16)).astype("float32")
+x2 = rng.normal(size=(32, 60, 16)).astype("float32")
+y = rng.normal(size=(32, 1)).astype("float32")
+start = time.perf_counter()
+model = keras.Sequential(
+    [keras.Input((None, 16)), cls(32), keras.layers.Dense(1)]
+)
+model.compile(optimizer="adam", loss="mse")
+model.predict_on_batch(x)
+model.train_on_batch(x, y)
+model.train_on_batch(x2, y)
+print(json.dumps(time.perf_counter() - start))
+"""
+
+
+def _in_subprocess(backend, script, *args):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def first_call(backend, repeats):
+    samples = {"keras": [], "keras_lstm": []}
+    for _ in range(repeats):
+        for contender in samples:
+            samples[contender].append(
+                _in_subprocess(backend, _FIRST_CALL, contender)
+            )
+    note = "build + predict + train step + train step at a new length"
+    return [
+        _median_rows(backend, "first call (fresh process)", samples, "s", note)
+    ]
+
+
+# -- step-by-step decoding ----------------------------------------------------
+
+
+def decode(backend, repeats, steps=100):
+    import keras
+
+    rng = np.random.default_rng(1)
+    features, units = 32, 128
+    x = rng.normal(size=(1, 1, features)).astype("float32")
+    runners = {}
+    for contender in ("keras", "keras_lstm"):
+        layer = _lstm_class(contender)(units, return_state=True)
+        layer.build((1, 1, features))
+        if contender == "keras_lstm":
+            layer.set_weights(runners["keras"][1].get_weights())
+        runners[contender] = (
+            _decoder(keras.ops.convert_to_tensor(x), layer, units),
+            layer,
+        )
+    torch = _torch()
+    if torch is not None:
+        from keras_lstm import convert
+
+        runners["torch.nn"] = (
+            _torch_decoder(torch, x, convert.to_torch(runners["keras"][1])),
+            None,
+        )
+    samples = {name: [] for name in runners}
+    for run, _ in runners.values():
+        run(10)  # warm-up
+    for _ in range(repeats):
+        for name, (run, _) in runners.items():
+            start = time.perf_counter()
+            run(steps)
+            samples[name].append((time.perf_counter() - start) / steps * 1e3)
+    note = f"batch 1, {features} features, {units} units, eager calls"
+    return [
+        _median_rows(backend, "greedy decoding, per step", samples, "ms", note)
+    ]
+
+
+def _decoder(x, layer, units):
+    import keras
+
+    def run(steps):
+        h = c = keras.ops.zeros((1, units))
+        for _ in range(steps):
+            _, h, c = layer(x, initial_state=[h, c])
+        return keras.ops.convert_to_numpy(h)
+
+    return run
+
+
+def _torch_decoder(torch, x, lstm):
+    x = torch.from_numpy(x)
+
+    def run(steps):
+        state = None
+        with torch.no_grad():
+            for _ in range(steps):
+                _, state = lstm(x, state)
+        return state[0].numpy()
+
+    return run
+
+
+# -- model.fit with validation ------------------------------------------------
+
+
+def _sequence_model(contender):
+    import keras
+
+    cls = _lstm_class(contender)
+    model = keras.Sequential(
+        [
+            keras.Input((7, 8)),
+            cls(64, return_sequences=True),
+            cls(64),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def _encoder_decoder(contender):
+    import keras
+
+    cls = _lstm_class(contender)
+    source = keras.Input((None, 20))
+    target = keras.Input((None, 20))
+    _, h, c = cls(64, return_state=True)(source)
+    decoded = cls(64, return_sequences=True)(target, initial_state=[h, c])
+    outputs = keras.layers.Dense(20, activation="softmax")(decoded)
+    model = keras.Model([source, target], outputs)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model
+
+
+def fit(backend, repeats):
+    rng = np.random.default_rng(2)
+    cases = {
+        "fit: two LSTM(64), 7 steps": (
+            _sequence_model,
+            rng.normal(size=(3000, 7, 8)).astype("float32"),
+            rng.normal(size=(3000, 1)).astype("float32"),
+            32,
+        ),
+        "fit: encoder-decoder LSTM(64)": (
+            _encoder_decoder,
+            [
+                np.eye(20, dtype="float32")[rng.integers(0, 20, (1200, 15))],
+                np.eye(20, dtype="float32")[rng.integers(0, 20, (1200, 12))],
+            ],
+            np.eye(20, dtype="float32")[rng.integers(0, 20, (1200, 12))],
+            64,
+        ),
+    }
+    rows = []
+    for name, (build, x, y, batch_size) in cases.items():
+        for contender in ("keras", "keras_lstm"):  # warm-up
+            build(contender)
+        samples = {"keras": [], "keras_lstm": []}
+        for _ in range(repeats):
+            for contender in samples:
+                model = build(contender)
+                start = time.perf_counter()
+                model.fit(
+                    x,
+                    y,
+                    batch_size=batch_size,
+                    epochs=2,
+                    validation_split=0.2,
+                    verbose=0,
+                )
+                samples[contender].append(time.perf_counter() - start)
+        note = f"2 epochs, batch {batch_size}, validation_split 0.2"
+        rows.append(_median_rows(backend, name, samples, "s", note))
+    return rows
+
+
+# -- mixed precision ----------------------------------------------------------
+
+
+def bf16(backend, repeats, shape=(64, 100, 128, 256)):
+    import keras
+
+    batch, timesteps, features, units = shape
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    y = rng.normal(size=(batch, timesteps, units)).astype("float32")
+
+    def model(contender):
+        layer = _lstm_class(contender)(units, return_sequences=True)
+        m = keras.Sequential([keras.Input((timesteps, features)), layer])
+        m.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+        return m
+
+    models = {"keras_lstm float32": model("keras_lstm")}
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        models["keras"] = model("keras")
+        models["keras_lstm"] = model("keras_lstm")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for m in models.values():
+        m.set_weights(models["keras"].get_weights())
+    rows = []
+    for mode in ("predict", "train"):
+        runners = {
+            name: (
+                (lambda m=m: m.predict_on_batch(x))
+                if mode == "predict"
+                else (lambda m=m: m.train_on_batch(x, y))
+            )
+            for name, m in models.items()
+        }
+        samples = {name: [] for name in runners}
+        for run in runners.values():
+            run()
+            run()
+        for _ in range(repeats):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run()
+                samples[name].append((time.perf_counter() - start) * 1e3)
+        rows.append(
+            _median_rows(
+                backend,
+                f"mixed_bfloat16 {mode}, main shape",
+                samples,
+                "ms",
+            )
+        )
+    return rows
+
+
+# -- long sequences, in a fresh process ---------------------------------------
+
+_LONG = """
+import importlib.util, json, resource, sys, time
+if importlib.util.find_spec("torch"):
+    import torch  # before TensorFlow: the other order can crash
+import numpy as np
+contender = sys.argv[1]
+batch, timesteps, features, units = 16, 4000, 64, 256
+rng = np.random.default_rng(4)
+x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+y = rng.normal(size=(batch, 1)).astype("float32")
+if contender == "torch.nn":
+    import keras
+    import keras_lstm
+    from keras_lstm import convert
+    layer = keras_lstm.LSTM(units)  # Keras initializers, as the others
+    layer.build((None, None, features))
+    lstm = convert.to_torch(layer)
+    head = torch.nn.Linear(units, 1)
+    params = list(lstm.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, 1e-3)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    def step():
+        optimizer.zero_grad()
+        _, (h, _) = lstm(tx)
+        loss = torch.nn.functional.mse_loss(head(h[0]), ty)
+        loss.backward()
+        optimizer.step()
+else:
+    import keras
+    import keras_lstm
+    cls = keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
+    model = keras.Sequential(
+        [keras.Input((timesteps, features)), cls(units), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    step = lambda: model.train_on_batch(x, y)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step()  # traces, compiles
+start = time.perf_counter()
+step()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps([seconds, (peak - before) / 1024]))
+"""
+
+
+def long(backend, repeats):
+    contenders = ["keras", "keras_lstm"]
+    if backend == "torch":
+        contenders.append("torch.nn")
+    seconds = {c: [] for c in contenders}
+    memory = {c: [] for c in contenders}
+    for _ in range(repeats):
+        for contender in contenders:
+            s, mb = _in_subprocess(backend, _LONG, contender)
+            seconds[contender].append(s)
+            memory[contender].append(mb)
+    name = "long sequence train step (4,000 steps)"
+    return [
+        _median_rows(backend, name, seconds, "s"),
+        _median_rows(
+            backend,
+            name + ", peak memory",
+            memory,
+            "MB",
+            "growth of the peak resident set over the step",
+        ),
+    ]
+
+
+def run(backend, workloads, repeats):
+    """The rows of `workloads` on this process's backend."""
+    rows = []
+    for workload in workloads:
+        repeats_here = max(1, repeats // 3) if workload == "long" else repeats
+        for row in globals()[workload](backend, repeats_here):
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+    return rows
