@@ -478,9 +478,11 @@ class LSTM(keras.layers.Layer):
                 recurrent_dropout_mask=recurrent_mask,
                 unroll=self.unroll,
             )
-        elif mask is None:
-            sequence, h, c = kernels.lstm(x, h0, c0, None, *self._weights())
+        elif mask is None or kernels.takes_mask(x):
+            # A loop kernel selects per step: the mask as it is.
+            sequence, h, c = kernels.lstm(x, h0, c0, mask, *self._weights())
         else:
+            # Lengths kernels (cuDNN, torch): valid steps to the front.
             sequence, h, c = self._uncompact(
                 kernels.lstm(
                     masking.compact(x, mask, seen),

@@ -266,6 +266,40 @@ def test_forward_and_gradients_match_generic(
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero", "state"])
+@pytest.mark.parametrize("mask_kind", [k for k in MASK_KINDS if k != "none"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["fwd", "bwd"])
+def test_lengths_path_matches_generic(
+    monkeypatch, go_backwards, mask_kind, with_state
+):
+    # Kernels that take lengths (cuDNN, torch) get each row's valid steps
+    # moved to the front, and their outputs moved back. The loop kernels
+    # of TensorFlow and JAX on CPU take the mask itself; made to take
+    # lengths here, they run the path cuDNN runs on a GPU.
+    kernels = keras_lstm.backend.kernels
+    if kernels is None:
+        pytest.skip(f"{BACKEND} has no fused kernel")
+    monkeypatch.setattr(kernels, "takes_mask", lambda inputs: False)
+    rng = np.random.default_rng(8)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    state = helpers.random_state(rng) if with_state else None
+    mask = helpers.make_mask(mask_kind)
+    fused, generic = layer_pair(
+        weights,
+        return_sequences=True,
+        return_state=True,
+        go_backwards=go_backwards,
+    )
+    calls = spy_on_kernel(monkeypatch)
+    expected = forward(generic, x, state, mask)
+    actual = forward(fused, x, state, mask)
+    (call,) = calls
+    assert tuple(call[3].shape) == (helpers.BATCH,)  # lengths, not a mask
+    helpers.assert_close(actual, expected)
+    check_gradients(fused, generic, x, state, weights, mask, expected, rng)
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "left"])
 def test_without_bias_stays_fused_and_matches(monkeypatch, mask_kind):
     rng = np.random.default_rng(1)
@@ -483,3 +517,34 @@ def test_kernel_contract_with_lengths(dtype):
         rtol=tol,
         atol=tol,
     )
+
+
+def test_kernel_contract_with_a_mask():
+    """Kernels that take a mask: a masked step keeps h and c, and the
+    sequence there is the carried h."""
+    kernels = keras_lstm.backend.kernels
+    rng = np.random.default_rng(7)
+    x = helpers.random_inputs(rng)
+    if kernels is None or not kernels.takes_mask(helpers.tensor(x)):
+        pytest.skip(f"the {BACKEND} kernel here takes lengths")
+    kernel, recurrent_kernel, bias = helpers.random_weights(rng)
+    h0, c0 = helpers.random_state(rng)
+    mask = helpers.make_mask("holes")
+    sequence, h, c = kernels.lstm(
+        *helpers.tensor([x, h0, c0, mask, kernel, recurrent_kernel, bias])
+    )
+    want = lstm_reference(
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        initial_state=[h0, c0],
+        mask=mask,
+        return_sequences=True,
+        return_state=True,
+    )
+    # The reference repeats the previous output at masked steps, and before
+    # a row's first valid step gives zeros where the kernel carries h0.
+    seen = np.cumsum(mask, axis=1) > 0
+    want_seq = np.where(seen[..., None], want[0], h0[:, None])
+    helpers.assert_close([sequence, h, c], [want_seq, want[1], want[2]])

@@ -1,6 +1,6 @@
 """The fused kernel of the active Keras backend, chosen once at import.
 
-Each module here exposes the same four names:
+Each module here exposes the same five names:
 
 - `name(inputs) -> str`: the kernel that would run on these inputs;
 - `unsupported(inputs) -> tuple[str, ...]`: why it cannot run here (device,
@@ -8,13 +8,18 @@ Each module here exposes the same four names:
 - `xla_hides_fused() -> bool`: whether XLA-compiling the model would keep
   this machine's fused kernel from running (the layer then tells Keras not to
   jit-compile, as keras.layers.LSTM does for cuDNN on TensorFlow);
-- `lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
+- `takes_mask(inputs) -> bool`: whether `lstm` takes a mask itself (a loop
+  that selects per step), rather than lengths of inputs whose valid steps
+  the layer has moved to the front (cuDNN, torch);
+- `lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
   -> (sequence, h, c)`: the standard LSTM (tanh, sigmoid, gates i, f, c, o)
-  over batch-major inputs whose valid steps are at the front of each row.
-  `lengths` is None (all steps valid) or an int32 (batch,) tensor with values
-  in [1, timesteps]; h and c are the states after each row's last valid step;
-  `sequence` is exact at valid steps and unspecified after them. `bias` is
-  never None (the layer passes zeros for use_bias=False).
+  over batch-major inputs. `valid` is None (all steps valid), an int32
+  (batch,) tensor of lengths in [1, timesteps] (valid steps at the front of
+  each row), or, where `takes_mask`, a bool (batch, timesteps) mask; an
+  invalid step keeps h and c. h and c are the states after each row's last
+  valid step; `sequence` is exact at valid steps; after a row's length it
+  is unspecified, at a masked step it is the carried h. `bias` is never None
+  (the layer passes zeros for use_bias=False).
 
 For keras_lstm.Bidirectional, each module also says
 `bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]`

@@ -25,6 +25,12 @@ def xla_hides_fused() -> bool:
     return False
 
 
+def takes_mask(inputs) -> bool:
+    """The scan selects per step from a mask as cheaply as from lengths;
+    cuDNN needs lengths."""
+    return not _on_gpu()
+
+
 def unsupported(inputs) -> tuple[str, ...]:
     dtypes = _CUDNN_DTYPES if _on_gpu() else _SCAN_DTYPES
     if str(inputs.dtype) not in dtypes:
@@ -84,37 +90,37 @@ def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
 
 
 @jax.jit
-def _scan(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias):
     # The input projection runs inside the step, not hoisted out as one big
     # matmul: on XLA CPU the hoisted (timesteps, batch, 4u) intermediate
     # makes predict 1.9x and a train step 1.25x slower (benchmarks/, main
     # shape).
-    steps = jnp.arange(inputs.shape[1])
-
     def step(carry, xs):
         h, c = carry
-        x, t = xs
+        x, valid = xs
         z = x @ kernel + h @ recurrent_kernel + bias
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
-        if lengths is not None:
-            # Past a row's length the states stay: they end as the states
-            # after its last valid step.
-            valid = (t < lengths)[:, None]
-            h_new = jnp.where(valid, h_new, h)
-            c_new = jnp.where(valid, c_new, c)
+        if valid is not None:
+            # An invalid step keeps the states: they end as the states
+            # after the row's last valid step.
+            h_new = jnp.where(valid[:, None], h_new, h)
+            c_new = jnp.where(valid[:, None], c_new, c)
         return (h_new, c_new), h_new
 
-    xs = (jnp.swapaxes(inputs, 0, 1), steps)
+    steps_valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
+    xs = (jnp.swapaxes(inputs, 0, 1), steps_valid)
     (h, c), sequence = jax.lax.scan(step, (h0, c0), xs)
     return jnp.swapaxes(sequence, 0, 1), h, c
 
 
-def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
     if _on_gpu():
-        return _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
-    return _scan(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias)
+        return _cudnn(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
+    if valid is not None and valid.ndim == 1:  # lengths: as a mask
+        valid = jnp.arange(inputs.shape[1])[None, :] < valid[:, None]
+    return _scan(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
 
 
 def lstm_bidirectional(inputs, lengths, forward, backward):

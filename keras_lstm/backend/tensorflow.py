@@ -30,6 +30,12 @@ def unsupported(inputs) -> tuple[str, ...]:
     return ()
 
 
+def takes_mask(inputs) -> bool:
+    """The loop selects per step from a mask as cheaply as from lengths;
+    cuDNN needs lengths, and runs wherever TensorFlow sees a GPU."""
+    return not _on_gpu()
+
+
 def bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]:
     return (
         "the TensorFlow kernels have no bidirectional form here; each "
@@ -125,11 +131,23 @@ def _time_major(x):
     return tf.transpose(x, (1, 0, 2))
 
 
-def _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias, saves):
+def _step_validity(valid, timesteps):
+    """`t -> (batch, 1) bool`, whether step t of each row is valid, from
+    `valid` (a mask or lengths, see `lstm`); None when all are."""
+    if valid is None:
+        return None
+    if valid.shape.rank == 1:
+        return lambda t: (t < valid)[:, None]
+    steps = tf.TensorArray(tf.bool, size=timesteps).unstack(tf.transpose(valid))
+    return lambda t: steps.read(t)[:, None]
+
+
+def _loop(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, saves):
     """Runs the LSTM; with `saves`, also returns what the backward pass
-    needs (every c and the gate activations). `lengths` may be None (every
+    needs (every c and the gate activations). `valid` may be None (every
     step valid): no per-step selects then."""
     timesteps = tf.shape(inputs)[1]
+    is_valid = _step_validity(valid, timesteps)
     # Each step projects its own input: under XLA on CPU that is 2x faster
     # than one hoisted matmul over all steps, and equal in a graph.
     step_inputs = tf.TensorArray(inputs.dtype, size=timesteps).unstack(
@@ -144,12 +162,12 @@ def _loop(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias, saves):
         i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
         c_new = f * c + i * g
         h_new = o * tf.tanh(c_new)
-        if lengths is not None:
-            # Past a row's length the states stay: they end as the states
-            # after its last valid step.
-            valid = (t < lengths)[:, None]
-            h_new = tf.where(valid, h_new, h)
-            c_new = tf.where(valid, c_new, c)
+        if is_valid is not None:
+            # An invalid step keeps the states: they end as the states
+            # after the row's last valid step.
+            step_valid = is_valid(t)
+            h_new = tf.where(step_valid, h_new, h)
+            c_new = tf.where(step_valid, c_new, c)
         values = (h_new, c_new, tf.concat([i, f, g, o], axis=-1))
         written = [
             a.write(t, v)
@@ -173,7 +191,7 @@ def _backprop(
     inputs,
     h0,
     c0,
-    lengths,
+    valid,
     kernel,
     recurrent_kernel,
     sequence,
@@ -182,6 +200,7 @@ def _backprop(
 ):
     """Backpropagation through time for `_loop(..., saves=True)`."""
     timesteps = tf.shape(inputs)[1]
+    is_valid = _step_validity(valid, timesteps)
     hs = _time_major(sequence)
     h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
     c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
@@ -205,13 +224,13 @@ def _backprop(
             ],
             axis=-1,
         )
-        if lengths is None:
+        if is_valid is None:
             return t - 1, d_z @ recurrent_t, d_c_t * f, d_zs.write(t, d_z)
-        # A step past the row's length passed h and c through unchanged.
-        valid = (t < lengths)[:, None]
-        d_z = tf.where(valid, d_z, 0)
-        d_h = tf.where(valid, d_z @ recurrent_t, d_h)
-        d_c = tf.where(valid, d_c_t * f, d_c)
+        # An invalid step passed h and c through unchanged.
+        step_valid = is_valid(t)
+        d_z = tf.where(step_valid, d_z, 0)
+        d_h = tf.where(step_valid, d_z @ recurrent_t, d_h)
+        d_c = tf.where(step_valid, d_c_t * f, d_c)
         return t - 1, d_h, d_c, d_zs.write(t, d_z)
 
     _, d_h0, d_c0, d_zs = tf.while_loop(
@@ -269,16 +288,18 @@ def _run(form, *args, weights):
     """Runs `_FORMS[form]` through its trace for any batch size and length:
     traced once per process for each feature size, unit count and dtype,
     not again for every model or Keras retrace (inline under XLA). The
-    `weights` keep their shapes; other arguments keep only the size of
-    their last axis."""
+    `weights` keep their shapes; other float arguments keep only the size
+    of their last axis."""
     if _in_xla_context():
         return _FORMS[form].python_function(*args)
 
     def spec(a):
         if a is None:
             return None
-        if a.shape.rank == 0 or any(a is w for w in weights):
+        if any(a is w for w in weights):
             return tf.TensorSpec(a.shape, a.dtype)
+        if not a.dtype.is_floating:  # lengths or a mask
+            return tf.TensorSpec([None] * a.shape.rank, a.dtype)
         shape = [None] * (a.shape.rank - 1) + [a.shape[-1]]
         return tf.TensorSpec(shape, a.dtype)
 
@@ -302,20 +323,21 @@ def _on_device(inputs, gpu, other):
     )
 
 
-def _cudnn_lengths(inputs, lengths):
-    """cuDNN always takes sequence lengths."""
-    if lengths is not None:
-        return lengths
+def _cudnn_lengths(inputs, valid):
+    """cuDNN always takes sequence lengths (never a mask: `takes_mask` is
+    False wherever cuDNN may run)."""
+    if valid is not None:
+        return valid
     return tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
 
 
-def _fused(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
     """The training kernel: results, and a gradient written out (for cuDNN,
     its backprop op). TensorFlow cannot differentiate through an
     XLA-compiled while_loop from outside it (TensorLists cannot cross the
     XLA/TF boundary), nor, in TF 2.21, through a custom gradient inside the
-    device switch. `lengths` (None or int32) is not differentiated."""
-    cudnn_lengths = _cudnn_lengths(inputs, lengths)
+    device switch. `valid` (see `lstm`) is not differentiated."""
+    cudnn_lengths = _cudnn_lengths(inputs, valid)
 
     @tf.custom_gradient
     def run(inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -331,7 +353,7 @@ def _fused(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
             inputs,
             lambda: _cudnn_forward(*args, cudnn_lengths, *weights),
             lambda: (
-                *_run("train", *args, lengths, *weights, weights=weights),
+                *_run("train", *args, valid, *weights, weights=weights),
                 tf.zeros([0], tf.int8),
             ),
         )
@@ -351,7 +373,7 @@ def _fused(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
                 "backward",
                 *d_results,
                 *args,
-                lengths,
+                valid,
                 *weights[:2],
                 sequence,
                 cs,
@@ -389,11 +411,11 @@ def _fused(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     return run(inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
-def _fused_inference(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+def _fused_inference(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
     """The kernel when no tape records (predict, serving): nothing is kept
     for a backward pass. A gradient asked for anyway (tf.gradients)
     recomputes the forward pass of `_fused` and differentiates that."""
-    cudnn_lengths = _cudnn_lengths(inputs, lengths)
+    cudnn_lengths = _cudnn_lengths(inputs, valid)
 
     @tf.custom_gradient
     def run(inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -404,7 +426,7 @@ def _fused_inference(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
         sequence, h, c = _on_device(
             inputs,
             lambda: _cudnn_forward(*args, cudnn_lengths, *weights)[:3],
-            lambda: _run("infer", *args, lengths, *weights, weights=weights),
+            lambda: _run("infer", *args, valid, *weights, weights=weights),
         )
         sequence.set_shape(inputs.shape[:2] + recurrent_kernel.shape[:1])
         h.set_shape(h0.shape)
@@ -414,7 +436,7 @@ def _fused_inference(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
             differentiable = [inputs, h0, c0, kernel, recurrent_kernel, bias]
             with tf.GradientTape() as tape:
                 tape.watch(differentiable)
-                results = _fused(inputs, h0, c0, lengths, *differentiable[3:])
+                results = _fused(inputs, h0, c0, valid, *differentiable[3:])
             d_results = [
                 tf.zeros_like(r) if d is None else d
                 for r, d in zip(results, d_results, strict=True)
@@ -435,13 +457,13 @@ def xla_hides_fused() -> bool:
     return _on_gpu()
 
 
-def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
     # Tensors, not variables: the loop functions are shared by every layer,
     # and a traced variable argument would outlive its layer.
     weights = [
         tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
     ]
-    if lengths is not None:
-        lengths = tf.cast(lengths, tf.int32)
+    if valid is not None and valid.shape.rank == 1:
+        valid = tf.cast(valid, tf.int32)
     kernel = _fused if record.could_possibly_record() else _fused_inference
-    return kernel(inputs, h0, c0, lengths, *weights)
+    return kernel(inputs, h0, c0, valid, *weights)

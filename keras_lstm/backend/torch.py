@@ -15,6 +15,11 @@ def xla_hides_fused() -> bool:
     return False
 
 
+def takes_mask(inputs) -> bool:
+    """torch's kernel takes lengths (through the padding feature)."""
+    return False
+
+
 def unsupported(inputs) -> tuple[str, ...]:
     reasons = []
     if torch.compiler.is_compiling():
