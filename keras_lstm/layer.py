@@ -558,22 +558,30 @@ class LSTM(keras.layers.Layer):
         """The layer's outputs from the loop's results in processing order:
         masked outputs filled, stateful states kept, sequence or last
         output, states."""
-        if mask is not None:
-            # Before a row's first valid step there is no previous output:
-            # zeros, not the initial h (tf.keras semantics).
-            keep = mask if self.zero_output_for_mask else seen > 0
-            sequence = ops.where(ops.expand_dims(keep, -1), sequence, 0)
-
         if self.stateful:
             for v, s in zip(self.states, (h, c), strict=True):
                 v.assign(ops.cast(s, v.dtype))
 
         if self.return_sequences:
             output = sequence
+            if mask is not None:
+                # Before a row's first valid step there is no previous
+                # output: zeros, not the initial h (tf.keras semantics).
+                keep = mask if self.zero_output_for_mask else seen > 0
+                output = ops.where(ops.expand_dims(keep, -1), output, 0)
             if self.time_major:
                 output = ops.transpose(output, (1, 0, 2))
         else:
-            output = sequence[:, -1]
+            # The last output is the final h (masked steps carry it), or
+            # zeros for a row with no valid step.
+            output = h
+            if mask is not None:
+                keep = (
+                    mask[:, -1]
+                    if self.zero_output_for_mask
+                    else seen[:, -1] > 0
+                )
+                output = ops.where(ops.expand_dims(keep, -1), output, 0)
         if self.return_state:
             return [output, h, c]
         return output
