@@ -548,3 +548,25 @@ def test_kernel_contract_with_a_mask():
     seen = np.cumsum(mask, axis=1) > 0
     want_seq = np.where(seen[..., None], want[0], h0[:, None])
     helpers.assert_close([sequence, h, c], [want_seq, want[1], want[2]])
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "valid", "masked"])
+def test_single_steps_match_generic(monkeypatch, mask_kind):
+    # Greedy decoding calls one step at a time with the last states (the
+    # torch kernel runs those as plain ops on CPU).
+    rng = np.random.default_rng(9)
+    x = helpers.random_inputs(rng, timesteps=1)
+    weights = helpers.random_weights(rng)
+    state = helpers.random_state(rng)
+    mask = None
+    if mask_kind != "none":
+        mask = np.array([[True], [mask_kind == "valid"], [True]])
+    fused, generic = layer_pair(
+        weights, return_sequences=True, return_state=True
+    )
+    calls = spy_on_kernel(monkeypatch)
+    expected = forward(generic, x, state, mask)
+    actual = forward(fused, x, state, mask)
+    assert len(calls) == 1
+    helpers.assert_close(actual, expected)
+    check_gradients(fused, generic, x, state, weights, mask, expected, rng)
