@@ -37,10 +37,14 @@ class Plan:
             both directions, else what each direction runs.
         reasons: why no fused kernel runs; empty when one does. For a
             Bidirectional, why no bidirectional kernel runs.
+        notes: what else to know about the fused kernel that runs (it
+            computes in float32 for 16-bit inputs where the device has no
+            fast 16-bit path).
     """
 
     kernel: str
     reasons: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 def _name(function) -> str:
@@ -89,7 +93,7 @@ def _choose(layer, inputs, training) -> Plan:
         reasons.extend(kernels.unsupported(inputs))
     if reasons:
         return Plan(GENERIC, tuple(reasons))
-    return Plan(kernels.name(inputs), ())
+    return Plan(kernels.name(inputs), (), kernels.notes(inputs))
 
 
 def plan(layer, inputs, training=False, strict=True) -> Plan:
@@ -174,5 +178,7 @@ def plan_bidirectional(
             )
         )
     if not reasons:
-        return Plan(f"{kernels.name(inputs)}-bidirectional", ())
+        return Plan(
+            f"{kernels.name(inputs)}-bidirectional", (), kernels.notes(inputs)
+        )
     return Plan(_choose(forward, inputs, training).kernel, tuple(reasons))

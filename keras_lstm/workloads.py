@@ -15,8 +15,9 @@ torch.nn.LSTM ("torch.nn"):
   call's states as `initial_state` (ms per step).
 - `fit`: `model.fit` from a new model, with validation data and a partial
   last batch: a two-LSTM sequence model and an encoder-decoder.
-- `bf16`: predict and train step at the main shape under the
-  `mixed_bfloat16` policy, next to keras_lstm's own float32 run.
+- `mixed`: predict and train step at the main shape under the
+  `mixed_bfloat16` and `mixed_float16` policies, next to keras_lstm's own
+  float32 run.
 - `long`: one train step at 4,000 steps (batch 16, 64 features, 256
   units), in a fresh process per contender: seconds and peak memory.
 
@@ -36,7 +37,7 @@ import time
 
 import numpy as np
 
-WORKLOADS = ("dynamic", "first_call", "decode", "fit", "bf16", "long")
+WORKLOADS = ("dynamic", "first_call", "decode", "fit", "mixed", "long")
 _LENGTHS = tuple(range(20, 141, 10))
 
 
@@ -390,7 +391,7 @@ def fit(backend, repeats):
 # -- mixed precision ----------------------------------------------------------
 
 
-def bf16(backend, repeats, shape=(64, 100, 128, 256)):
+def mixed(backend, repeats, shape=(64, 100, 128, 256)):
     import keras
 
     batch, timesteps, features, units = shape
@@ -398,49 +399,50 @@ def bf16(backend, repeats, shape=(64, 100, 128, 256)):
     x = rng.normal(size=(batch, timesteps, features)).astype("float32")
     y = rng.normal(size=(batch, timesteps, units)).astype("float32")
 
-    def model(contender):
-        layer = _lstm_class(contender)(units, return_sequences=True)
-        m = keras.Sequential([keras.Input((timesteps, features)), layer])
+    def model(contender, policy):
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            layer = _lstm_class(contender)(units, return_sequences=True)
+            m = keras.Sequential([keras.Input((timesteps, features)), layer])
+        finally:
+            keras.config.set_dtype_policy(previous)
         m.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
         return m
 
-    models = {"keras_lstm float32": model("keras_lstm")}
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        models["keras"] = model("keras")
-        models["keras_lstm"] = model("keras_lstm")
-    finally:
-        keras.config.set_dtype_policy(previous)
-    for m in models.values():
-        m.set_weights(models["keras"].get_weights())
     rows = []
-    for mode in ("predict", "train"):
-        runners = {
-            name: (
-                (lambda m=m: m.predict_on_batch(x))
-                if mode == "predict"
-                else (lambda m=m: m.train_on_batch(x, y))
-            )
-            for name, m in models.items()
+    own = model("keras_lstm", "float32")
+    for policy in ("mixed_bfloat16", "mixed_float16"):
+        models = {
+            "keras": model("keras", policy),
+            "keras_lstm": model("keras_lstm", policy),
+            "keras_lstm float32": own,
         }
-        samples = {name: [] for name in runners}
-        for run in runners.values():
-            run()
-            run()
-        for _ in range(repeats):
-            for name, run in runners.items():
-                start = time.perf_counter()
+        for m in models.values():
+            m.set_weights(own.get_weights())
+        for mode in ("predict", "train"):
+            runners = {
+                name: (
+                    (lambda m=m: m.predict_on_batch(x))
+                    if mode == "predict"
+                    else (lambda m=m: m.train_on_batch(x, y))
+                )
+                for name, m in models.items()
+            }
+            samples = {name: [] for name in runners}
+            for run in runners.values():
                 run()
-                samples[name].append((time.perf_counter() - start) * 1e3)
-        rows.append(
-            _median_rows(
-                backend,
-                f"mixed_bfloat16 {mode}, main shape",
-                samples,
-                "ms",
+                run()
+            for _ in range(repeats):
+                for name, run in runners.items():
+                    start = time.perf_counter()
+                    run()
+                    samples[name].append((time.perf_counter() - start) * 1e3)
+            rows.append(
+                _median_rows(
+                    backend, f"{policy} {mode}, main shape", samples, "ms"
+                )
             )
-        )
     return rows
 
 

@@ -249,3 +249,37 @@ def test_float64_stateful_model_predict():
         lstm_reference(chunks[1], *weights, initial_state=[h, c]),
     ]
     helpers.assert_close(outputs, expected, rtol=F64_TOL, atol=F64_TOL)
+
+
+@pytest.mark.parametrize("policy", sorted(MIXED))
+def test_16_bit_math_only_where_the_cpu_is_fast_at_it(policy):
+    # float16 is slow on every CPU backend here, bfloat16 on XLA CPU and on
+    # CPUs without bfloat16 units: the kernel computes in float32 there,
+    # returns the compute dtype, and explain() says so.
+    from keras_lstm.backend import cpu
+
+    kernels = keras_lstm.backend.kernels
+    compute, tol = MIXED[policy]
+    x, weights, state = _data(4)
+    layer = helpers.built_layer(
+        keras_lstm.LSTM, weights, dtype=policy, return_state=True
+    )
+    plan = keras_lstm.explain(layer, x)
+    if kernels is None or plan.kernel == GENERIC:
+        pytest.skip("no fused kernel runs here")
+    on_gpu = "cudnn" in plan.kernel
+    fast = compute == "bfloat16" and (
+        BACKEND != "jax" and cpu.has_bfloat16_units()
+    )
+    upcast = not on_gpu and not fast
+    assert bool(plan.notes) == upcast, plan
+    if upcast:
+        assert plan.notes[0].startswith(
+            f"computes in float32 and returns {compute}"
+        )
+    outputs = helpers.call_layer(layer, x, initial_state=state)
+    assert [_dtype(o) for o in outputs] == [compute] * 3
+    expected = lstm_reference(
+        x, *weights, initial_state=state, return_state=True
+    )
+    helpers.assert_close(outputs, expected, rtol=tol, atol=tol)

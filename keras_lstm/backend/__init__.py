@@ -1,6 +1,6 @@
 """The fused kernel of the active Keras backend, chosen once at import.
 
-Each module here exposes the same five names:
+Each module here exposes the same six names:
 
 - `name(inputs) -> str`: the kernel that would run on these inputs;
 - `unsupported(inputs) -> tuple[str, ...]`: why it cannot run here (device,
@@ -8,6 +8,9 @@ Each module here exposes the same five names:
 - `xla_hides_fused() -> bool`: whether XLA-compiling the model would keep
   this machine's fused kernel from running (the layer then tells Keras not to
   jit-compile, as keras.layers.LSTM does for cuDNN on TensorFlow);
+- `notes(inputs) -> tuple[str, ...]`: what explain() adds about the kernel
+  that runs (it computes in float32 where 16-bit math is slow on the
+  device);
 - `takes_mask(inputs) -> bool`: whether `lstm` takes a mask itself (a loop
   that selects per step), rather than lengths of inputs whose valid steps
   the layer has moved to the front (cuDNN, torch);

@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import rnn
 
+from keras_lstm.backend import cpu
+
 _SCAN_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # cuDNN's LSTM in jax.experimental.rnn: float32 (bfloat16 is refused there).
 _CUDNN_DTYPES = ("float32",)
@@ -23,6 +25,24 @@ def name(inputs) -> str:
 def xla_hides_fused() -> bool:
     """Every JAX kernel here runs inside jit (cuDNN too)."""
     return False
+
+
+def _math_dtype(inputs) -> str:
+    """XLA on CPU has no fast 16-bit path (bfloat16 was 1.3x to 2.2x slower
+    than float32 here, benchmarks/ `--workloads mixed`, and about 2x on an
+    AVX-512 Xeon with AMX): the scan computes in float32 there."""
+    dtype = str(inputs.dtype)
+    if _on_gpu():
+        return dtype
+    return cpu.math_dtype(dtype, fast_bfloat16=False)
+
+
+def notes(inputs) -> tuple[str, ...]:
+    return cpu.notes(
+        str(inputs.dtype),
+        _math_dtype(inputs),
+        "XLA on CPU has no fast 16-bit path",
+    )
 
 
 def takes_mask(inputs) -> bool:
@@ -120,7 +140,12 @@ def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
         return _cudnn(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
     if valid is not None and valid.ndim == 1:  # lengths: as a mask
         valid = jnp.arange(inputs.shape[1])[None, :] < valid[:, None]
-    return _scan(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
+    dtype, math = inputs.dtype, _math_dtype(inputs)
+    floats = [
+        a.astype(math) for a in (inputs, h0, c0, kernel, recurrent_kernel, bias)
+    ]
+    results = _scan(*floats[:3], valid, *floats[3:])
+    return tuple(r.astype(dtype) for r in results)
 
 
 def lstm_bidirectional(inputs, lengths, forward, backward):

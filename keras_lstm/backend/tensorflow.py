@@ -11,6 +11,8 @@ from tensorflow.python.eager import record
 # TensorFlow's own device switch asks the same question.
 from tensorflow.python.ops import control_flow_util
 
+from keras_lstm.backend import cpu
+
 _LOOP_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _CUDNN_DTYPES = (tf.float16, tf.float32, tf.float64)
 
@@ -28,6 +30,24 @@ def unsupported(inputs) -> tuple[str, ...]:
     if inputs.dtype not in dtypes:
         return (f"the {name(inputs)} kernel does not take {inputs.dtype.name}",)
     return ()
+
+
+def _math_dtype(inputs) -> str:
+    """On CPU, oneDNN's bfloat16 matmuls beat float32 where the CPU has
+    bfloat16 units (1.4x on a train step here, AVX512-BF16); float16, and
+    bfloat16 elsewhere, compute in float32."""
+    dtype = inputs.dtype.name
+    if _on_gpu():
+        return dtype
+    return cpu.math_dtype(dtype, fast_bfloat16=cpu.has_bfloat16_units())
+
+
+def notes(inputs) -> tuple[str, ...]:
+    return cpu.notes(
+        inputs.dtype.name,
+        _math_dtype(inputs),
+        "this CPU has no fast path for it",
+    )
 
 
 def takes_mask(inputs) -> bool:
@@ -460,10 +480,11 @@ def xla_hides_fused() -> bool:
 def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
     # Tensors, not variables: the loop functions are shared by every layer,
     # and a traced variable argument would outlive its layer.
-    weights = [
-        tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
-    ]
+    dtype, math = inputs.dtype, _math_dtype(inputs)
+    weights = [tf.cast(w, math) for w in (kernel, recurrent_kernel, bias)]
     if valid is not None and valid.shape.rank == 1:
         valid = tf.cast(valid, tf.int32)
+    inputs, h0, c0 = (tf.cast(a, math) for a in (inputs, h0, c0))
     kernel = _fused if record.could_possibly_record() else _fused_inference
-    return kernel(inputs, h0, c0, valid, *weights)
+    results = kernel(inputs, h0, c0, valid, *weights)
+    return tuple(tf.cast(r, dtype) for r in results)
