@@ -480,7 +480,14 @@ class LSTM(keras.layers.Layer):
             )
         elif mask is None or kernels.takes_mask(x):
             # A loop kernel selects per step: the mask as it is.
-            sequence, h, c = kernels.lstm(x, h0, c0, mask, *self._weights())
+            sequence, h, c = kernels.lstm(
+                x,
+                h0,
+                c0,
+                mask,
+                *self._weights(),
+                sequence=self.return_sequences,
+            )
         else:
             # Lengths kernels (cuDNN, torch): valid steps to the front.
             sequence, h, c = self._uncompact(
@@ -490,6 +497,7 @@ class LSTM(keras.layers.Layer):
                     c0,
                     masking.kernel_lengths(seen),
                     *self._weights(),
+                    sequence=self.return_sequences,
                 ),
                 h0,
                 c0,
@@ -549,7 +557,7 @@ class LSTM(keras.layers.Layer):
         sequence, h, c = results
         empty = ops.expand_dims(seen[:, -1] == 0, -1)
         return (
-            masking.expand(sequence, seen),
+            None if sequence is None else masking.expand(sequence, seen),
             ops.where(empty, h0, h),
             ops.where(empty, c0, c),
         )

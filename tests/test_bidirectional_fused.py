@@ -63,9 +63,9 @@ def _spy(monkeypatch):
         if real is None:
             continue
 
-        def spy(*args, _real=real, _name=name):
+        def spy(*args, _real=real, _name=name, **kwargs):
             calls[_name] += 1
-            return _real(*args)
+            return _real(*args, **kwargs)
 
         monkeypatch.setattr(KERNELS, attr, spy)
     return calls

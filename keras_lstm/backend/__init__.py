@@ -14,15 +14,17 @@ Each module here exposes the same six names:
 - `takes_mask(inputs) -> bool`: whether `lstm` takes a mask itself (a loop
   that selects per step), rather than lengths of inputs whose valid steps
   the layer has moved to the front (cuDNN, torch);
-- `lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
-  -> (sequence, h, c)`: the standard LSTM (tanh, sigmoid, gates i, f, c, o)
-  over batch-major inputs. `valid` is None (all steps valid), an int32
-  (batch,) tensor of lengths in [1, timesteps] (valid steps at the front of
-  each row), or, where `takes_mask`, a bool (batch, timesteps) mask; an
-  invalid step keeps h and c. h and c are the states after each row's last
-  valid step; `sequence` is exact at valid steps; after a row's length it
-  is unspecified, at a masked step it is the carried h. `bias` is never None
-  (the layer passes zeros for use_bias=False).
+- `lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias,
+  sequence=True) -> (sequence, h, c)`: the standard LSTM (tanh, sigmoid,
+  gates i, f, c, o) over batch-major inputs. `valid` is None (all steps
+  valid), an int32 (batch,) tensor of lengths in [1, timesteps] (valid
+  steps at the front of each row), or, where `takes_mask`, a bool (batch,
+  timesteps) mask; an invalid step keeps h and c. h and c are the states
+  after each row's last valid step; `sequence` is exact at valid steps;
+  after a row's length it is unspecified, at a masked step it is the
+  carried h. With `sequence=False` (only the final states are used)
+  `sequence` may be None: a loop kernel then keeps no sequence of outputs.
+  `bias` is never None (the layer passes zeros for use_bias=False).
 
 For keras_lstm.Bidirectional, each module also says
 `bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]`

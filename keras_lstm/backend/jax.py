@@ -1,6 +1,8 @@
 """JAX fused LSTM: cuDNN through jax.experimental.rnn on GPU, a compiled
 lax.scan elsewhere."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import rnn
@@ -109,8 +111,8 @@ def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     return sequence, h[0], c[0]
 
 
-@jax.jit
-def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias):
+@functools.partial(jax.jit, static_argnames="sequence")
+def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, sequence):
     # The input projection runs inside the step, not hoisted out as one big
     # matmul: on XLA CPU the hoisted (timesteps, batch, 4u) intermediate
     # makes predict 1.9x and a train step 1.25x slower (benchmarks/, main
@@ -127,16 +129,20 @@ def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias):
             # after the row's last valid step.
             h_new = jnp.where(valid[:, None], h_new, h)
             c_new = jnp.where(valid[:, None], c_new, c)
-        return (h_new, c_new), h_new
+        # Without `sequence` the outputs are not stacked.
+        return (h_new, c_new), h_new if sequence else None
 
     steps_valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
     xs = (jnp.swapaxes(inputs, 0, 1), steps_valid)
-    (h, c), sequence = jax.lax.scan(step, (h0, c0), xs)
-    return jnp.swapaxes(sequence, 0, 1), h, c
+    (h, c), outputs = jax.lax.scan(step, (h0, c0), xs)
+    if sequence:
+        outputs = jnp.swapaxes(outputs, 0, 1)
+    return outputs, h, c
 
 
-def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
+def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence=True):
     if _on_gpu():
+        # cuDNN makes the sequence anyway.
         return _cudnn(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
     if valid is not None and valid.ndim == 1:  # lengths: as a mask
         valid = jnp.arange(inputs.shape[1])[None, :] < valid[:, None]
@@ -144,8 +150,8 @@ def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
     floats = [
         a.astype(math) for a in (inputs, h0, c0, kernel, recurrent_kernel, bias)
     ]
-    results = _scan(*floats[:3], valid, *floats[3:])
-    return tuple(r.astype(dtype) for r in results)
+    results = _scan(*floats[:3], valid, *floats[3:], sequence=sequence)
+    return tuple(None if r is None else r.astype(dtype) for r in results)
 
 
 def lstm_bidirectional(inputs, lengths, forward, backward):

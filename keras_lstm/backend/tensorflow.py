@@ -162,22 +162,27 @@ def _step_validity(valid, timesteps):
     return lambda t: steps.read(t)[:, None]
 
 
-def _loop(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, saves):
-    """Runs the LSTM; with `saves`, also returns what the backward pass
-    needs (every c and the gate activations). `valid` may be None (every
-    step valid): no per-step selects then."""
+def _loop(
+    inputs, h0, c0, valid, kernel, recurrent_kernel, bias, saves, sequence
+):
+    """Runs the LSTM. With `sequence`, returns the batch-major sequence of
+    outputs (else an empty placeholder: nothing stacked); with `saves`,
+    also what the backward pass needs: every h, c and the gate activations,
+    as TensorLists (`_saved` reads them back), which cost no copy (stacking
+    them into tensors doubled the peak memory of a long sequence). `valid`
+    may be None (every step valid): no per-step selects then."""
     timesteps = tf.shape(inputs)[1]
     is_valid = _step_validity(valid, timesteps)
-    # Each step projects its own input: under XLA on CPU that is 2x faster
-    # than one hoisted matmul over all steps, and equal in a graph.
-    step_inputs = tf.TensorArray(inputs.dtype, size=timesteps).unstack(
-        _time_major(inputs)
-    )
-    kept = "hcz" if saves else "h"
-    outputs = [tf.TensorArray(inputs.dtype, size=timesteps) for _ in kept]
+    kept = (3 if saves else 0) + (1 if sequence and not saves else 0)
+    outputs = [
+        tf.TensorArray(inputs.dtype, size=timesteps) for _ in range(kept)
+    ]
 
     def body(t, h, c, *outputs):
-        z = step_inputs.read(t) @ kernel + h @ recurrent_kernel + bias
+        # Each step projects its own input: under XLA on CPU that is 2x
+        # faster than one hoisted matmul over all steps, and equal in a
+        # graph.
+        z = inputs[:, t] @ kernel + h @ recurrent_kernel + bias
         i, f, g, o = tf.split(z, 4, axis=-1)
         i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
         c_new = f * c + i * g
@@ -190,18 +195,33 @@ def _loop(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, saves):
             c_new = tf.where(step_valid, c_new, c)
         values = (h_new, c_new, tf.concat([i, f, g, o], axis=-1))
         written = [
-            a.write(t, v)
-            for a, v in zip(outputs, values[: len(outputs)], strict=True)
+            a.write(t, v) for a, v in zip(outputs, values[:kept], strict=True)
         ]
         return (t + 1, h_new, c_new, *written)
 
-    _, h, c, hs, *saved = tf.while_loop(
+    _, h, c, *lists = tf.while_loop(
         lambda t, *_: t < timesteps,
         body,
         (0, h0, c0, *outputs),
         maximum_iterations=timesteps,
     )
-    return (_time_major(hs.stack()), h, c, *(a.stack() for a in saved))
+    if sequence:
+        outputs = _time_major(lists[0].stack())
+    else:
+        outputs = tf.zeros([0, 0, h.shape[-1]], h.dtype)
+    return (outputs, h, c, *(a.flow for a in lists[: 3 if saves else 0]))
+
+
+def _saved(handle, t, like):
+    """Step t of a TensorList kept by `_loop`: (batch, width) as `like`."""
+    item = tf.raw_ops.TensorListGetItem(
+        input_handle=handle,
+        index=t,
+        element_shape=[-1, like.shape[-1]],
+        element_dtype=like.dtype,
+    )
+    item.set_shape(like.shape)
+    return item
 
 
 def _backprop(
@@ -214,71 +234,86 @@ def _backprop(
     valid,
     kernel,
     recurrent_kernel,
-    sequence,
+    hs,
     cs,
     gates,
 ):
-    """Backpropagation through time for `_loop(..., saves=True)`."""
+    """Backpropagation through time for `_loop(..., saves=True)`; `hs`,
+    `cs` and `gates` are its TensorLists, `d_sequence` may be None (only
+    the last output or the states are used).
+
+    Each step reads what it needs from the lists and adds its share of the
+    weight gradients: nothing of the size of the sequence is copied or
+    kept beyond what the forward pass saved (on a 4,000-step train step
+    that was a third of the peak memory), and it was faster at the
+    benchmark's main shape than one matmul per weight after the loop.
+    """
     timesteps = tf.shape(inputs)[1]
     is_valid = _step_validity(valid, timesteps)
-    hs = _time_major(sequence)
-    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-    c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
-    d_steps = tf.TensorArray(inputs.dtype, size=timesteps).unstack(
-        _time_major(d_sequence)
-    )
-    d_zs = tf.TensorArray(inputs.dtype, size=timesteps)
     recurrent_t = tf.transpose(recurrent_kernel)
+    kernel_t = tf.transpose(kernel)
+    like_gates = tf.TensorSpec(h0.shape[:1] + kernel.shape[1:], h0.dtype)
 
-    def body(t, d_h, d_c, d_zs):
-        i, f, g, o = tf.split(gates[t], 4, axis=-1)
-        tanh_c = tf.tanh(cs[t])
-        d_h = d_h + d_steps.read(t)
+    def body(t, d_h, d_c, d_inputs, d_kernel, d_recurrent, d_bias):
+        i, f, g, o = tf.split(_saved(gates, t, like_gates), 4, axis=-1)
+        c_t = _saved(cs, t, c0)
+        tanh_c = tf.tanh(c_t)
+        before = tf.maximum(t - 1, 0)
+        h_prev = tf.where(t > 0, _saved(hs, before, h0), h0)
+        c_prev = tf.where(t > 0, _saved(cs, before, c0), c0)
+        if d_sequence is not None:
+            d_h = d_h + d_sequence[:, t]
         d_c_t = d_c + d_h * o * (1 - tanh_c * tanh_c)
         d_z = tf.concat(
             [
                 d_c_t * g * i * (1 - i),
-                d_c_t * c_prev[t] * f * (1 - f),
+                d_c_t * c_prev * f * (1 - f),
                 d_c_t * i * (1 - g * g),
                 d_h * tanh_c * o * (1 - o),
             ],
             axis=-1,
         )
         if is_valid is None:
-            return t - 1, d_z @ recurrent_t, d_c_t * f, d_zs.write(t, d_z)
-        # An invalid step passed h and c through unchanged.
-        step_valid = is_valid(t)
-        d_z = tf.where(step_valid, d_z, 0)
-        d_h = tf.where(step_valid, d_z @ recurrent_t, d_h)
-        d_c = tf.where(step_valid, d_c_t * f, d_c)
-        return t - 1, d_h, d_c, d_zs.write(t, d_z)
+            d_h, d_c = d_z @ recurrent_t, d_c_t * f
+        else:
+            # An invalid step passed h and c through unchanged.
+            step_valid = is_valid(t)
+            d_z = tf.where(step_valid, d_z, 0)
+            d_h = tf.where(step_valid, d_z @ recurrent_t, d_h)
+            d_c = tf.where(step_valid, d_c_t * f, d_c)
+        return (
+            t - 1,
+            d_h,
+            d_c,
+            d_inputs.write(t, d_z @ kernel_t),
+            d_kernel + tf.matmul(inputs[:, t], d_z, transpose_a=True),
+            d_recurrent + tf.matmul(h_prev, d_z, transpose_a=True),
+            d_bias + tf.reduce_sum(d_z, axis=0),
+        )
 
-    _, d_h0, d_c0, d_zs = tf.while_loop(
+    _, d_h0, d_c0, d_inputs, d_kernel, d_recurrent, d_bias = tf.while_loop(
         lambda t, *_: t >= 0,
         body,
-        (timesteps - 1, d_h, d_c, d_zs),
+        (
+            timesteps - 1,
+            d_h,
+            d_c,
+            tf.TensorArray(inputs.dtype, size=timesteps),
+            tf.zeros_like(kernel),
+            tf.zeros_like(recurrent_kernel),
+            tf.zeros_like(kernel[0]),
+        ),
         maximum_iterations=timesteps,
     )
-    d_z = d_zs.stack()
-    # The weight gradients are one matmul each over all steps.
-    d_kernel = tf.einsum("btf,tbg->fg", inputs, d_z)
-    d_recurrent = tf.einsum("tbu,tbg->ug", h_prev, d_z)
-    d_bias = tf.reduce_sum(d_z, axis=(0, 1))
-    d_inputs = tf.einsum("tbg,fg->btf", d_z, kernel)
+    d_inputs = _time_major(d_inputs.stack())
     return d_inputs, d_h0, d_c0, d_kernel, d_recurrent, d_bias
 
 
-def _training_loop(*args):
-    return _loop(*args, saves=True)
-
-
-def _inference_loop(*args):
-    return _loop(*args, saves=False)
-
-
-# The loop's three forms: the training forward keeps every c and gate for
-# the backward pass; the inference forward keeps nothing (15% faster at the
-# main benchmark shape). Run by TensorFlow's graph executor, as
+# The loop's forms: the training forward keeps every h, c and gate for the
+# backward pass, the inference forward nothing (15% faster at the main
+# benchmark shape); each with or without the sequence of outputs
+# ("...-last": only the final states are used). Run by TensorFlow's graph
+# executor, as
 # keras.layers.LSTM is on CPU: nothing is compiled, so a new shape (dynamic
 # padding, a partial last batch) costs nothing. XLA ran the loop 1.3-2x
 # faster once compiled, but compiled 0.3-0.6 s per form and shape; switching
@@ -286,14 +321,29 @@ def _inference_loop(*args):
 # between the two) cost 0.5 s on the first call and 20% on every call of a
 # small model (measured in one process, issue 8's note). jit_compile=True
 # compiles the loop with the rest of the model (`_in_xla_context`).
+def _form(saves, sequence):
+    def loop(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
+        return _loop(
+            inputs,
+            h0,
+            c0,
+            valid,
+            kernel,
+            recurrent_kernel,
+            bias,
+            saves=saves,
+            sequence=sequence,
+        )
+
+    return tf.function(loop, autograph=False)
+
+
 _FORMS = {
-    form: tf.function(function, autograph=False, reduce_retracing=True)
-    for form, function in (
-        ("train", _training_loop),
-        ("infer", _inference_loop),
-        ("backward", _backprop),
-    )
+    f"{mode}{'' if sequence else '-last'}": _form(mode == "train", sequence)
+    for mode in ("train", "infer")
+    for sequence in (True, False)
 }
+_FORMS["backward"] = tf.function(_backprop, autograph=False)
 
 
 def _in_xla_context() -> bool:
@@ -351,7 +401,7 @@ def _cudnn_lengths(inputs, valid):
     return tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
 
 
-def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
+def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence):
     """The training kernel: results, and a gradient written out (for cuDNN,
     its backprop op). TensorFlow cannot differentiate through an
     XLA-compiled while_loop from outside it (TensorLists cannot cross the
@@ -368,70 +418,83 @@ def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
         ]
 
         # Both branches return the same structure: the results, then what
-        # their backward pass needs (unused slots are empty).
-        sequence, h, c, *saved = _on_device(
+        # their backward pass needs: cuDNN's parameters and reserve, then
+        # the loop's three TensorLists (the other branch's slots are empty).
+        def no_list():
+            return tf.raw_ops.EmptyTensorList(
+                element_shape=[-1], max_num_elements=0, element_dtype=dtype
+            )
+
+        def loop_forward():
+            outputs, h, c, *lists = _run(
+                form, *args, valid, *weights, weights=weights
+            )
+            empty = tf.zeros([0], dtype)
+            int8 = tf.zeros([0], tf.int8)
+            return (outputs, h, c, empty, empty, int8, *lists)
+
+        dtype = inputs.dtype
+        form = "train" if sequence else "train-last"
+        outputs, h, c, *saved = _on_device(
             inputs,
-            lambda: _cudnn_forward(*args, cudnn_lengths, *weights),
             lambda: (
-                *_run("train", *args, valid, *weights, weights=weights),
-                tf.zeros([0], tf.int8),
+                *_cudnn_forward(*args, cudnn_lengths, *weights),
+                *(no_list() for _ in range(3)),
             ),
+            loop_forward,
         )
 
         # Static shapes are lost through the device switch; the loops and
         # the layers downstream want them.
-        batch, timesteps = inputs.shape[:2]
-        units = recurrent_kernel.shape[0]
-        sequence.set_shape((batch, timesteps, units))
+        if sequence:
+            outputs.set_shape(inputs.shape[:2] + recurrent_kernel.shape[:1])
         h.set_shape(h0.shape)
         c.set_shape(c0.shape)
 
-        def loop_backward(d_results):
-            cs = tf.ensure_shape(saved[0], (timesteps, batch, units))
-            gates = tf.ensure_shape(saved[1], (timesteps, batch, 4 * units))
-            return _run(
-                "backward",
-                *d_results,
-                *args,
-                valid,
-                *weights[:2],
-                sequence,
-                cs,
-                gates,
-                weights=weights,
-            )
-
         def grad(d_sequence, d_h, d_c):
             zeros = tf.zeros_like
-            d_results = (
-                zeros(sequence) if d_sequence is None else d_sequence,
-                zeros(h) if d_h is None else d_h,
-                zeros(c) if d_c is None else d_c,
-            )
+            d_h = zeros(h) if d_h is None else d_h
+            d_c = zeros(c) if d_c is None else d_c
             d = _on_device(
                 inputs,
                 lambda: _cudnn_backward(
-                    *d_results,
+                    zeros(outputs) if d_sequence is None else d_sequence,
+                    d_h,
+                    d_c,
                     *args,
                     cudnn_lengths,
                     kernel,
-                    sequence,
+                    outputs,
                     h,
                     c,
-                    *saved,
+                    *saved[:3],
                 ),
-                lambda: loop_backward(d_results),
+                # Without a gradient for the sequence (only the last output
+                # or the states are used), none is made up.
+                lambda: _run(
+                    "backward",
+                    d_sequence if sequence else None,
+                    d_h,
+                    d_c,
+                    *args,
+                    valid,
+                    *weights[:2],
+                    *saved[3:],
+                    weights=weights,
+                ),
             )
             for gradient, x in zip(d, (inputs, h0, c0, *weights), strict=True):
                 gradient.set_shape(x.shape)
             return d
 
-        return (sequence, h, c), grad
+        return (outputs, h, c), grad
 
     return run(inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
-def _fused_inference(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
+def _fused_inference(
+    inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence
+):
     """The kernel when no tape records (predict, serving): nothing is kept
     for a backward pass. A gradient asked for anyway (tf.gradients)
     recomputes the forward pass of `_fused` and differentiates that."""
@@ -443,12 +506,14 @@ def _fused_inference(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
         weights = [
             tf.stop_gradient(w) for w in (kernel, recurrent_kernel, bias)
         ]
-        sequence, h, c = _on_device(
+        form = "infer" if sequence else "infer-last"
+        outputs, h, c = _on_device(
             inputs,
             lambda: _cudnn_forward(*args, cudnn_lengths, *weights)[:3],
-            lambda: _run("infer", *args, valid, *weights, weights=weights),
+            lambda: _run(form, *args, valid, *weights, weights=weights),
         )
-        sequence.set_shape(inputs.shape[:2] + recurrent_kernel.shape[:1])
+        if sequence:
+            outputs.set_shape(inputs.shape[:2] + recurrent_kernel.shape[:1])
         h.set_shape(h0.shape)
         c.set_shape(c0.shape)
 
@@ -456,7 +521,9 @@ def _fused_inference(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
             differentiable = [inputs, h0, c0, kernel, recurrent_kernel, bias]
             with tf.GradientTape() as tape:
                 tape.watch(differentiable)
-                results = _fused(inputs, h0, c0, valid, *differentiable[3:])
+                results = _fused(
+                    inputs, h0, c0, valid, *differentiable[3:], sequence
+                )
             d_results = [
                 tf.zeros_like(r) if d is None else d
                 for r, d in zip(results, d_results, strict=True)
@@ -465,7 +532,7 @@ def _fused_inference(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
                 results, differentiable, output_gradients=d_results
             )
 
-        return (sequence, h, c), grad
+        return (outputs, h, c), grad
 
     return run(inputs, h0, c0, kernel, recurrent_kernel, bias)
 
@@ -477,7 +544,7 @@ def xla_hides_fused() -> bool:
     return _on_gpu()
 
 
-def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
+def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence=True):
     # Tensors, not variables: the loop functions are shared by every layer,
     # and a traced variable argument would outlive its layer.
     dtype, math = inputs.dtype, _math_dtype(inputs)
@@ -486,5 +553,9 @@ def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
         valid = tf.cast(valid, tf.int32)
     inputs, h0, c0 = (tf.cast(a, math) for a in (inputs, h0, c0))
     kernel = _fused if record.could_possibly_record() else _fused_inference
-    results = kernel(inputs, h0, c0, valid, *weights)
-    return tuple(tf.cast(r, dtype) for r in results)
+    outputs, h, c = kernel(inputs, h0, c0, valid, *weights, sequence)
+    if not sequence:
+        outputs = None
+    return tuple(
+        None if r is None else tf.cast(r, dtype) for r in (outputs, h, c)
+    )

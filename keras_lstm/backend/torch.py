@@ -134,7 +134,11 @@ def _one_step(inputs, h0, c0, kernel, recurrent_kernel, bias):
     return h[:, None], h, c
 
 
-def lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+def lstm(
+    inputs, h0, c0, lengths, kernel, recurrent_kernel, bias, sequence=True
+):
+    # torch's op makes the sequence anyway: `sequence` changes nothing.
+    del sequence
     dtype, math = inputs.dtype, _math_dtype(inputs)
     floats = [
         a.to(math) for a in (inputs, h0, c0, kernel, recurrent_kernel, bias)
