@@ -90,8 +90,9 @@ class Bidirectional(keras.layers.Bidirectional):
             )
             results_f = forward._uncompact(results_f, h0_f, c0_f, seen_f)
             results_b = backward._uncompact(results_b, h0_b, c0_b, seen_b)
-        y = forward._finish(*results_f, mask_f, seen_f)
-        y_rev = backward._finish(*results_b, mask_b, seen_b)
+        steps = forward._steps(x)
+        y = forward._finish(*results_f, mask_f, seen_f, steps)
+        y_rev = backward._finish(*results_b, mask_b, seen_b, steps)
         return self._merge(y, y_rev)
 
     def _merge(self, y, y_rev):

@@ -170,6 +170,8 @@ def plan_bidirectional(
         reasons.append(
             f"the directions have {forward.units} and {backward.units} units"
         )
+    if inputs.shape[0 if forward.time_major else 1] == 0:
+        reasons.append("the sequence has no steps")
     if not reasons:
         states = initial_state is not None or forward.stateful
         reasons.extend(

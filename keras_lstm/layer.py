@@ -79,7 +79,7 @@ class LSTM(keras.layers.Layer):
         seed: Random seed for dropout.
         return_sequences: Return the full sequence instead of the last
             output. Default `False`.
-        return_state: Also return the final states: `[output, h, c]`.
+        return_state: Also return the final states: `(output, h, c)`.
             Default `False`.
         go_backwards: Process the sequence backwards and return the reversed
             sequence. Default `False`.
@@ -113,7 +113,7 @@ class LSTM(keras.layers.Layer):
     Output shape:
         `(batch, units)`, or the full sequence `(batch, timesteps, units)`
         with `return_sequences` (time-major when `time_major`). With
-        `return_state`, a list `[output, h, c]`.
+        `return_state`, a tuple `(output, h, c)`, as keras.layers.LSTM.
 
     Example:
 
@@ -206,6 +206,9 @@ class LSTM(keras.layers.Layer):
         self.use_cudnn = use_cudnn
         self.supports_masking = True
         self.states = None
+        # As keras.layers.RNN: one size per state (h, c).
+        self.state_size = [self.units, self.units]
+        self.single_state = False
 
         # The weights live in a keras.layers.LSTMCell, as in keras.layers.LSTM:
         # same variable names, initial values, get_weights order and
@@ -337,6 +340,14 @@ class LSTM(keras.layers.Layer):
         for v in self.states or ():
             v.assign(ops.zeros(v.shape, v.dtype))
 
+    def get_initial_state(self, batch_size):
+        """Zero states `[h, c]`, each `(batch_size, units)`, as
+        keras.layers.LSTM gives them."""
+        return [
+            ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
+            for _ in range(2)
+        ]
+
     def reset_states(self):
         """Alias of `reset_state`, as in keras.layers.LSTM."""
         self.reset_state()
@@ -350,7 +361,7 @@ class LSTM(keras.layers.Layer):
         else:
             output = (batch, timesteps, self.units)
         if self.return_state:
-            return [output, (batch, self.units), (batch, self.units)]
+            return output, (batch, self.units), (batch, self.units)
         return output
 
     def compute_mask(self, inputs, mask=None):
@@ -463,9 +474,66 @@ class LSTM(keras.layers.Layer):
         x, mask, h0, c0, recurrent_mask, seen = self._prepare(
             inputs, initial_state, mask, training
         )
+        if x.shape[1] == 0:
+            # No step to run (no kernel takes zero steps): the states stay
+            # the initial ones, as for a row whose steps are all masked.
+            sequence = ops.zeros(
+                (ops.shape(x)[0], 0, self.units), self.compute_dtype
+            )
+            return self._finish(sequence, h0, c0, mask, seen, 0)
+        sequence, h, c = self._loop(
+            x,
+            mask,
+            h0,
+            c0,
+            recurrent_mask,
+            seen,
+            training,
+            self.return_sequences,
+        )
+        return self._finish(sequence, h, c, mask, seen, self._steps(x))
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        """The loop of `call` alone, as keras.layers.LSTM has it: no
+        stateful update, no time_major output.
+
+        Args:
+            sequences: the inputs, in the layer's layout.
+            initial_state: `[h, c]`.
+            mask: the mask, or None.
+            training: whether dropout applies.
+
+        Returns:
+            `(last_output, outputs, [h, c])`, the outputs batch-major and in
+            processing order (reversed for go_backwards); without
+            return_sequences, the last output alone, `(batch, 1, units)`.
+        """
+        x, mask, h0, c0, recurrent_mask, seen = self._prepare(
+            sequences, initial_state, mask, training
+        )
+        sequence, h, c = self._loop(
+            x,
+            mask,
+            h0,
+            c0,
+            recurrent_mask,
+            seen,
+            training,
+            self.return_sequences,
+        )
+        last = self._last_output(h, mask, self._steps(x))
+        if self.return_sequences:
+            outputs = self._masked_outputs(sequence, mask, seen)
+        else:
+            outputs = ops.expand_dims(last, 1)
+        return last, outputs, [h, c]
+
+    def _loop(self, x, mask, h0, c0, recurrent_mask, seen, training, sequence):
+        """Runs the chosen kernel: (sequence, h, c); with `sequence` False
+        a loop kernel may give None for the sequence."""
         chosen = dispatch.plan(self, x, training)
         if chosen.reasons:
-            sequence, h, c = lstm_ops.lstm(
+            return lstm_ops.lstm(
                 x,
                 h0,
                 c0,
@@ -478,32 +546,25 @@ class LSTM(keras.layers.Layer):
                 recurrent_dropout_mask=recurrent_mask,
                 unroll=self.unroll,
             )
-        elif mask is None or kernels.takes_mask(x):
+        if mask is None or kernels.takes_mask(x):
             # A loop kernel selects per step: the mask as it is.
-            sequence, h, c = kernels.lstm(
-                x,
+            return kernels.lstm(
+                x, h0, c0, mask, *self._weights(), sequence=sequence
+            )
+        # Lengths kernels (cuDNN, torch): valid steps to the front.
+        return self._uncompact(
+            kernels.lstm(
+                masking.compact(x, mask, seen),
                 h0,
                 c0,
-                mask,
+                masking.kernel_lengths(seen),
                 *self._weights(),
-                sequence=self.return_sequences,
-            )
-        else:
-            # Lengths kernels (cuDNN, torch): valid steps to the front.
-            sequence, h, c = self._uncompact(
-                kernels.lstm(
-                    masking.compact(x, mask, seen),
-                    h0,
-                    c0,
-                    masking.kernel_lengths(seen),
-                    *self._weights(),
-                    sequence=self.return_sequences,
-                ),
-                h0,
-                c0,
-                seen,
-            )
-        return self._finish(sequence, h, c, mask, seen)
+                sequence=sequence,
+            ),
+            h0,
+            c0,
+            seen,
+        )
 
     def _prepare(self, inputs, initial_state, mask, training):
         """The call's inputs in processing order (batch-major, reversed for
@@ -562,36 +623,47 @@ class LSTM(keras.layers.Layer):
             ops.where(empty, c0, c),
         )
 
-    def _finish(self, sequence, h, c, mask, seen):
+    def _masked_outputs(self, sequence, mask, seen):
+        """The sequence of outputs: before a row's first valid step there
+        is no previous output, so zeros, not the initial h (tf.keras
+        semantics); with zero_output_for_mask, zeros at every masked
+        step."""
+        if mask is None:
+            return sequence
+        keep = mask if self.zero_output_for_mask else seen > 0
+        return ops.where(ops.expand_dims(keep, -1), sequence, 0)
+
+    @staticmethod
+    def _steps(x):
+        """The number of timesteps of batch-major `x`: static when known."""
+        steps = x.shape[1]
+        return ops.shape(x)[1] if steps is None else steps
+
+    def _last_output(self, h, mask, timesteps):
+        """The last output is the final h (masked steps carry it), or zeros
+        for a row with no valid step (or a sequence with no step)."""
+        if mask is not None:
+            last = mask[:, -1:] if self.zero_output_for_mask else mask
+            return ops.where(ops.any(last, axis=1, keepdims=True), h, 0)
+        if isinstance(timesteps, int):
+            return h if timesteps else ops.zeros_like(h)
+        return ops.where(timesteps > 0, h, 0)
+
+    def _finish(self, sequence, h, c, mask, seen, timesteps):
         """The layer's outputs from the loop's results in processing order:
-        masked outputs filled, stateful states kept, sequence or last
-        output, states."""
+        stateful states kept, sequence or last output, states.
+        `timesteps` is the input's, an int when static."""
         if self.stateful:
             for v, s in zip(self.states, (h, c), strict=True):
                 v.assign(ops.cast(s, v.dtype))
-
         if self.return_sequences:
-            output = sequence
-            if mask is not None:
-                # Before a row's first valid step there is no previous
-                # output: zeros, not the initial h (tf.keras semantics).
-                keep = mask if self.zero_output_for_mask else seen > 0
-                output = ops.where(ops.expand_dims(keep, -1), output, 0)
+            output = self._masked_outputs(sequence, mask, seen)
             if self.time_major:
                 output = ops.transpose(output, (1, 0, 2))
         else:
-            # The last output is the final h (masked steps carry it), or
-            # zeros for a row with no valid step.
-            output = h
-            if mask is not None:
-                keep = (
-                    mask[:, -1]
-                    if self.zero_output_for_mask
-                    else seen[:, -1] > 0
-                )
-                output = ops.where(ops.expand_dims(keep, -1), output, 0)
+            output = self._last_output(h, mask, timesteps)
         if self.return_state:
-            return [output, h, c]
+            return output, h, c
         return output
 
     # ------------------------------------------------------------------
