@@ -238,7 +238,13 @@ def cpu() -> str:
 
 
 def _workload_table(rows):
-    names = ["keras", "keras_lstm", "keras_lstm float32", "torch.nn"]
+    names = [
+        "keras",
+        "keras_lstm",
+        "keras_lstm float32",
+        "keras_lstm generic",
+        "torch.nn",
+    ]
     names = [n for n in names if any(n in r for r in rows)]
     header = "| backend | workload | " + " | ".join(names)
     header += " | keras / keras_lstm | note |"

@@ -18,6 +18,10 @@ torch.nn.LSTM ("torch.nn"):
 - `mixed`: predict and train step at the main shape under the
   `mixed_bfloat16` and `mixed_float16` policies, next to keras_lstm's own
   float32 run.
+- `jit`: `model.compile(jit_compile=True)` (XLA on TensorFlow and JAX,
+  torch.compile on torch): the first train step and the steady one, also
+  for keras_lstm's keras.ops path (`use_cudnn=False`, "keras_lstm
+  generic").
 - `long`: one train step at 4,000 steps (batch 16, 64 features, 256
   units), in a fresh process per contender: seconds and peak memory.
 
@@ -37,7 +41,7 @@ import time
 
 import numpy as np
 
-WORKLOADS = ("dynamic", "first_call", "decode", "fit", "mixed", "long")
+WORKLOADS = ("dynamic", "first_call", "decode", "fit", "mixed", "jit", "long")
 _LENGTHS = tuple(range(20, 141, 10))
 
 
@@ -444,6 +448,49 @@ def mixed(backend, repeats, shape=(64, 100, 128, 256)):
                 )
             )
     return rows
+
+
+# -- jit_compile=True ---------------------------------------------------------
+
+
+def jit(backend, repeats, shape=(32, 50, 32, 128)):
+    import keras
+
+    batch, timesteps, features, units = shape
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    y = rng.normal(size=(batch, 1)).astype("float32")
+    first = {"keras": [], "keras_lstm": [], "keras_lstm generic": []}
+    models = {}
+    for contender in first:
+        layer = _lstm_class(contender)(units)
+        if contender == "keras_lstm generic":
+            layer = _lstm_class("keras_lstm")(units, use_cudnn=False)
+        model = keras.Sequential(
+            [keras.Input((timesteps, features)), layer, keras.layers.Dense(1)]
+        )
+        model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        first[contender].append(time.perf_counter() - start)
+        models[contender] = model
+    steady = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            steady[name].append((time.perf_counter() - start) * 1e3)
+    note = (
+        f"batch {batch}, {timesteps} steps, {features} features, {units} units"
+    )
+    return [
+        _median_rows(
+            backend, "jit_compile=True, first train step", first, "s", note
+        ),
+        _median_rows(
+            backend, "jit_compile=True, train step", steady, "ms", note
+        ),
+    ]
 
 
 # -- long sequences, in a fresh process ---------------------------------------

@@ -172,13 +172,13 @@ def test_unsupported_dtype_falls_back(monkeypatch, dtype):
 @pytest.mark.parametrize(
     "patched, reason",
     [
-        ("torch.compiler.is_compiling", "torch.compile"),
+        ("torch.compiler.is_exporting", "torch.export"),
         ("torch.jit.is_tracing", "torch.jit"),
     ],
 )
 def test_torch_tracing_falls_back(monkeypatch, patched, reason):
-    # Compiling a model here would take far too long; the rule only asks
-    # torch whether it is tracing, so answering "yes" exercises it.
+    # Exporting a model here would take long; the rule only asks torch
+    # whether it is tracing, so answering "yes" exercises it.
     monkeypatch.setattr(patched, lambda: True)
     plan, fused = _run_and_explain(monkeypatch, _layer(), _inputs())
     assert not fused

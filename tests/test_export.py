@@ -74,7 +74,9 @@ def test_torch_export_runs_the_traceable_path_and_matches():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch export")
-def test_compiling_reports_the_generic_path(monkeypatch):
+def test_exporting_reports_the_generic_path(monkeypatch):
+    # torch.export traces the keras.ops path; torch.compile keeps the
+    # fused op, outside the compiled graph (test_jit_compile.py runs one).
     import torch
 
     layer = keras_lstm.LSTM(4)
@@ -83,8 +85,12 @@ def test_compiling_reports_the_generic_path(monkeypatch):
     assert keras_lstm.explain(layer, x).kernel != "generic"
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     plan = keras_lstm.explain(layer, x)
+    assert plan.kernel != "generic"
+    assert any("graph break" in n for n in plan.notes)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    plan = keras_lstm.explain(layer, x)
     assert plan.kernel == "generic"
-    assert any("torch.compile" in r for r in plan.reasons)
+    assert any("torch.export" in r for r in plan.reasons)
 
 
 @pytest.mark.skipif(
