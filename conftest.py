@@ -51,3 +51,25 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+
+
+# Property-based tests (tests/test_properties.py): a fixed, derandomized
+# profile in CI; KERAS_LSTM_HYPOTHESIS=long searches longer, at random.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis comes with the test extras
+    pass
+else:
+    _common = dict(
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+        ],
+        print_blob=True,
+    )
+    settings.register_profile(
+        "ci", derandomize=True, max_examples=20, database=None, **_common
+    )
+    settings.register_profile("long", max_examples=400, **_common)
+    settings.load_profile(os.environ.get("KERAS_LSTM_HYPOTHESIS", "ci"))
