@@ -9,6 +9,14 @@ import pytest
 import keras_lstm
 
 BACKEND = keras.backend.backend()
+KERAS = tuple(int(p) for p in keras.__version__.split(".")[:2])
+
+pytestmark = pytest.mark.skipif(
+    BACKEND == "torch" and KERAS < (3, 15),
+    reason="keras 3.10's own train step fails under torch 2.13's Dynamo "
+    "(keras.layers.LSTM too: 'exception table entry start instruction has "
+    "no offset')",
+)
 
 
 def _model(jit_compile):

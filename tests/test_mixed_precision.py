@@ -83,6 +83,11 @@ def test_mixed_outputs_compute_dtype_weights_float32(policy, mask_kind):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.skipif(
+    tuple(int(p) for p in keras.__version__.split(".")[:2]) < (3, 15),
+    reason="keras 3.10 does not pass the Masking layer's mask to a "
+    "mixed-precision layer (keras.layers.LSTM neither); 3.15.1 does",
+)
 @pytest.mark.parametrize("policy", sorted(MIXED))
 def test_mixed_matches_float32_layer(policy):
     # The same weights in a float32 layer: the mixed layer differs by
