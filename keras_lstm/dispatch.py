@@ -57,7 +57,7 @@ def _name(function) -> str:
     return name if module.startswith("keras.") else f"{module}.{name}"
 
 
-def _layer_reasons(layer, training) -> list[str]:
+def layer_reasons(layer, training) -> list[str]:
     """Why no fused kernel can run `layer` in this mode, from its arguments
     (empty when one can)."""
     if layer.use_cudnn is False:
@@ -84,7 +84,7 @@ def _layer_reasons(layer, training) -> list[str]:
 
 
 def _choose(layer, inputs, training) -> Plan:
-    reasons = _layer_reasons(layer, training)
+    reasons = layer_reasons(layer, training)
     if layer.use_cudnn is False:
         return Plan(GENERIC, tuple(reasons))
     if kernels is None:

@@ -181,11 +181,6 @@ class LSTM(keras.layers.Layer):
                 f"{_USE_CUDNN_CHOICES}. Received: use_cudnn={use_cudnn!r}"
             )
         self.units = int(units)
-        if use_cudnn is not False and kernels is not None:
-            # As keras.layers.LSTM: Keras jit-compiles a model only if every
-            # layer supports it, and this machine's fused kernel may have no
-            # XLA form (cuDNN on TensorFlow).
-            self.supports_jit = not kernels.xla_hides_fused()
         self.activation = _get(activations, "activation", activation)
         self.recurrent_activation = _get(
             activations, "recurrent_activation", recurrent_activation
@@ -206,6 +201,7 @@ class LSTM(keras.layers.Layer):
         self.use_cudnn = use_cudnn
         self.supports_masking = True
         self.states = None
+        self.supports_jit = self._supports_jit()
         # As keras.layers.RNN: one size per state (h, c).
         self.state_size = [self.units, self.units]
         self.single_state = False
@@ -254,6 +250,23 @@ class LSTM(keras.layers.Layer):
             trainable=self.trainable,
             name="lstm_cell",
         )
+
+    def _supports_jit(self):
+        """Whether Keras may XLA-compile a model holding this layer (it
+        jit-compiles only if every layer supports it): not where XLA would
+        hide this machine's fused kernel (cuDNN on TensorFlow, as for
+        keras.layers.LSTM), nor where the layer may run the keras.ops scan
+        and the backend cannot compile its gradient (TensorFlow). Keras
+        then trains without XLA, with a warning, instead of failing."""
+        if kernels is None:
+            return True
+        fused = self.use_cudnn is not False
+        scan = not self.unroll and (
+            not fused or dispatch.layer_reasons(self, training=True)
+        )
+        if scan and not kernels.scan_runs_under_xla():
+            return False
+        return not (fused and kernels.xla_hides_fused())
 
     # Initializers, regularizers and constraints belong to the cell, which
     # applies them; the layer shows them under the keras.layers.LSTM names.

@@ -2,6 +2,8 @@
 JAX, torch.compile on torch (the fused op runs outside the compiled graph).
 Fit, predict, save and reload give what the same model gives without it."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -71,3 +73,28 @@ def test_torch_compile_runs_the_fused_op(monkeypatch):
     x = np.ones((4, 7, 4), "float32")
     model.predict(x, verbose=0)
     assert calls, "the fused kernel should run under torch.compile"
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"activation": "relu"}, {"recurrent_dropout": 0.3}]
+)
+def test_layers_that_may_run_the_keras_ops_path(kwargs):
+    # The keras.ops path's scan has no XLA gradient on TensorFlow: there the
+    # layer declines jit (Keras warns and trains without XLA), elsewhere it
+    # is compiled; either way the model trains.
+    model = keras.Sequential(
+        [
+            keras.Input((7, 4)),
+            keras_lstm.LSTM(5, **kwargs),
+            keras.layers.Dense(1),
+        ]
+    )
+    declines = BACKEND == "tensorflow"
+    warns = pytest.warns(UserWarning, match="jit_compile")
+    with warns if declines else contextlib.nullcontext():
+        model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    assert model.jit_compile == (not declines)
+    history = model.fit(
+        np.ones((4, 7, 4), "float32"), np.ones((4, 1)), epochs=2, verbose=0
+    )
+    assert np.all(np.isfinite(history.history["loss"]))

@@ -1,10 +1,12 @@
 """The fused kernel of the active Keras backend, chosen once at import.
 
-Each module here exposes the same six names:
+Each module here exposes the same seven names:
 
 - `name(inputs) -> str`: the kernel that would run on these inputs;
 - `unsupported(inputs) -> tuple[str, ...]`: why it cannot run here (device,
   dtype, tracing context); empty when it can;
+- `scan_runs_under_xla() -> bool`: whether the keras.ops path's scan
+  can be XLA-compiled with its gradient (the layer declines jit if not);
 - `xla_hides_fused() -> bool`: whether XLA-compiling the model would keep
   this machine's fused kernel from running (the layer then tells Keras not to
   jit-compile, as keras.layers.LSTM does for cuDNN on TensorFlow);

@@ -24,6 +24,11 @@ def name(inputs) -> str:
     return "jax-cudnn" if _on_gpu() else "jax-scan"
 
 
+def scan_runs_under_xla() -> bool:
+    """jax.lax.scan compiles and differentiates under XLA."""
+    return True
+
+
 def xla_hides_fused() -> bool:
     """Every JAX kernel here runs inside jit (cuDNN too)."""
     return False

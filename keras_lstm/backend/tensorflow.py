@@ -537,6 +537,13 @@ def _fused_inference(
     return run(inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
+def scan_runs_under_xla() -> bool:
+    """keras.ops.scan builds its TensorFlow while_loop without
+    maximum_iterations, and XLA cannot differentiate that loop: a model
+    that may run the keras.ops path must not be jit-compiled here."""
+    return False
+
+
 def xla_hides_fused() -> bool:
     """Whether XLA-compiling the layer would lose this machine's kernel:
     CudnnRNNV3 has no XLA form, so Keras should not jit-compile a model

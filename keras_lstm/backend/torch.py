@@ -12,6 +12,12 @@ def name(inputs) -> str:
     return "torch-cudnn" if inputs.device.type == "cuda" else "torch-cpu"
 
 
+def scan_runs_under_xla() -> bool:
+    """Keras never XLA-compiles a torch model (torch.compile runs the
+    keras.ops loop fine)."""
+    return True
+
+
 def xla_hides_fused() -> bool:
     """Keras never XLA-compiles a torch model: nothing to hide."""
     return False
