@@ -15,4 +15,4 @@ __all__ = [
     "data",
     "explain",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -160,8 +160,13 @@ def parity(model_path, backends, inputs_path, atol, batch, timesteps) -> int:
 
 
 def main(argv=None) -> int:
+    from keras_lstm import __version__
+
     parser = argparse.ArgumentParser(
         prog="keras-lstm", description="keras_lstm command line."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"keras_lstm {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser(
@@ -200,16 +205,16 @@ def main(argv=None) -> int:
         default=8,
         help="unknown non-batch axes of random inputs",
     )
-    worker = commands.add_parser("_parity_worker")
-    for name in ("model", "inputs", "out"):
-        worker.add_argument(name)
-    worker.add_argument("batch", type=int)
-    worker.add_argument("timesteps", type=int)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         from keras_lstm import benchmark
 
         return benchmark.main(argv[1:])
+    if argv[:1] == ["_parity_worker"]:
+        # Internal (run by `parity` in a subprocess), so not in --help.
+        model, inputs, out, batch, timesteps = argv[1:]
+        _parity_worker(model, inputs, out, int(batch), int(timesteps))
+        return 0
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.epochs, args.samples, args.max_len, args.seed)
@@ -221,10 +226,6 @@ def main(argv=None) -> int:
             args.atol,
             args.batch,
             args.timesteps,
-        )
-    elif args.command == "_parity_worker":
-        _parity_worker(
-            args.model, args.inputs, args.out, args.batch, args.timesteps
         )
     return 0
 

@@ -31,8 +31,11 @@ class Bidirectional(keras.layers.Bidirectional):
 
     Example:
 
+    >>> x = np.random.random((4, 10, 8))
     >>> bidi = keras_lstm.Bidirectional(keras_lstm.LSTM(32))
-    >>> keras_lstm.explain(bidi, x).kernel  # e.g. "torch-cpu-bidirectional"
+    >>> tuple(bidi(x).shape)
+    (4, 64)
+    >>> plan = keras_lstm.explain(bidi, x)  # "torch-cpu-bidirectional" on torch
     """
 
     def call(self, sequences, initial_state=None, mask=None, training=None):

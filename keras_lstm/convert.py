@@ -40,6 +40,15 @@ def from_torch(module, layer: int | None = None) -> list[np.ndarray]:
             Keras LSTMs do not have), or `layer` is missing or out of range
             for a multi-layer module. A module without biases gives a zero
             bias.
+
+    Example:
+
+    >>> # requires: torch
+    >>> import torch
+    >>> layer = keras_lstm.LSTM(16)
+    >>> layer.build((None, None, 8))
+    >>> layer.set_weights(
+    ...     keras_lstm.convert.from_torch(torch.nn.LSTM(8, 16)))
     """
     if getattr(module, "mode", "LSTM") != "LSTM":
         raise TypeError(
@@ -90,6 +99,14 @@ def to_torch(layer: LSTM, batch_first: bool = True):
 
     Returns:
         A float32 `torch.nn.LSTM` with one layer.
+
+    Example:
+
+    >>> # requires: torch
+    >>> layer = keras_lstm.LSTM(16)
+    >>> layer.build((None, None, 8))
+    >>> keras_lstm.convert.to_torch(layer)
+    LSTM(8, 16, batch_first=True)
     """
     # torch is an optional dependency of this function alone, whatever the
     # Keras backend: imported when called, never with the package.
@@ -130,6 +147,13 @@ def from_cudnn(params, input_size: int, units: int) -> list[np.ndarray]:
 
     Returns:
         `[kernel, recurrent_kernel, bias]`.
+
+    Example:
+
+    >>> weights = keras_lstm.convert.from_cudnn(
+    ...     np.zeros(4 * 16 * (8 + 16 + 2)), input_size=8, units=16)
+    >>> [w.shape for w in weights]
+    [(8, 64), (16, 64), (64,)]
     """
     params = _numpy(params).ravel()
     sizes = [4 * units * input_size, 4 * units * units, 4 * units, 4 * units]
@@ -149,7 +173,15 @@ def from_cudnn(params, input_size: int, units: int) -> list[np.ndarray]:
 
 def to_cudnn(weights) -> np.ndarray:
     """The canonical cuDNN parameter vector of `[kernel, recurrent_kernel,
-    bias]` (b_ih = bias, b_hh = 0)."""
+    bias]` (b_ih = bias, b_hh = 0).
+
+    Example:
+
+    >>> layer = keras_lstm.LSTM(16)
+    >>> layer.build((None, None, 8))
+    >>> keras_lstm.convert.to_cudnn(layer.get_weights()).shape
+    (1664,)
+    """
     kernel, recurrent_kernel, bias = (_numpy(w) for w in weights)
     return np.concatenate(
         [kernel.T.ravel(), recurrent_kernel.T.ravel(), bias, 0 * bias]
@@ -171,6 +203,13 @@ def replace_keras_lstm(model: keras.Model) -> keras.Model:
     Works for Sequential and functional models, nested ones included
     (through `keras.models.clone_model`); a subclassed model, at any depth,
     is refused.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((None, 8)), keras.layers.LSTM(4)])
+    >>> new = keras_lstm.convert.replace_keras_lstm(model)
+    >>> type(new.layers[0]).__module__
+    'keras_lstm.layer'
     """
     # keras.Model(inputs, outputs) builds a Functional instance.
     if not isinstance(model, keras.Sequential) and (

@@ -40,6 +40,17 @@ class Plan:
         notes: what else to know about the fused kernel that runs (it
             computes in float32 for 16-bit inputs where the device has no
             fast 16-bit path).
+
+    Example:
+
+    >>> plan = keras_lstm.explain(keras_lstm.LSTM(4), np.zeros((2, 5, 3)))
+    >>> plan.kernel != "generic", plan.reasons
+    (True, ())
+    >>> layer = keras_lstm.LSTM(4, unroll=True)
+    >>> keras_lstm.explain(layer, np.zeros((2, 5, 3)))
+    Plan(kernel='generic',
+         reasons=('unroll=True asks for the Python-unrolled loop',),
+         notes=())
     """
 
     kernel: str

@@ -119,11 +119,11 @@ class LSTM(keras.layers.Layer):
 
     >>> inputs = np.random.random((32, 10, 8))
     >>> output = keras_lstm.LSTM(4)(inputs)
-    >>> output.shape
+    >>> tuple(output.shape)
     (32, 4)
     >>> seq, h, c = keras_lstm.LSTM(
     ...     4, return_sequences=True, return_state=True)(inputs)
-    >>> seq.shape, h.shape, c.shape
+    >>> tuple(seq.shape), tuple(h.shape), tuple(c.shape)
     ((32, 10, 4), (32, 4), (32, 4))
     """
 

@@ -44,3 +44,18 @@ def test_unknown_command_is_an_error():
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_version_and_help():
+    import keras_lstm
+
+    run = [sys.executable, "-m", "keras_lstm"]
+    version = subprocess.run(
+        run + ["--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.strip() == f"keras_lstm {keras_lstm.__version__}"
+    help_text = subprocess.run(
+        run + ["--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "demo" in help_text and "parity" in help_text
+    assert "_parity_worker" not in help_text  # internal
