@@ -487,13 +487,6 @@ class LSTM(keras.layers.Layer):
         x, mask, h0, c0, recurrent_mask, seen = self._prepare(
             inputs, initial_state, mask, training
         )
-        if x.shape[1] == 0:
-            # No step to run (no kernel takes zero steps): the states stay
-            # the initial ones, as for a row whose steps are all masked.
-            sequence = ops.zeros(
-                (ops.shape(x)[0], 0, self.units), self.compute_dtype
-            )
-            return self._finish(sequence, h0, c0, mask, seen, 0)
         sequence, h, c = self._loop(
             x,
             mask,
@@ -544,6 +537,11 @@ class LSTM(keras.layers.Layer):
     def _loop(self, x, mask, h0, c0, recurrent_mask, seen, training, sequence):
         """Runs the chosen kernel: (sequence, h, c); with `sequence` False
         a loop kernel may give None for the sequence."""
+        if x.shape[1] == 0:
+            # No step to run (no kernel takes zero steps): the states stay
+            # the initial ones, as for a row whose steps are all masked.
+            empty = ops.zeros((ops.shape(x)[0], 0, self.units), x.dtype)
+            return empty, h0, c0
         chosen = dispatch.plan(self, x, training)
         if chosen.reasons:
             return lstm_ops.lstm(

@@ -403,10 +403,11 @@ def _cudnn_lengths(inputs, valid):
 
 def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence):
     """The training kernel: results, and a gradient written out (for cuDNN,
-    its backprop op). TensorFlow cannot differentiate through an
-    XLA-compiled while_loop from outside it (TensorLists cannot cross the
-    XLA/TF boundary), nor, in TF 2.21, through a custom gradient inside the
-    device switch. `valid` (see `lstm`) is not differentiated."""
+    its backprop op; for the loop, `_backprop`, which reads the forward's
+    TensorLists and was faster and far leaner than TensorFlow's own
+    gradient of the loop, as keras.layers.LSTM gets it). The custom
+    gradient sits outside the device switch: TF 2.21 cannot differentiate
+    through one inside it. `valid` (see `lstm`) is not differentiated."""
     cudnn_lengths = _cudnn_lengths(inputs, valid)
 
     @tf.custom_gradient
