@@ -9,8 +9,9 @@ torch.nn.LSTM under no_grad) and a train step (`train_on_batch` with SGD and
 MSE; torch.nn.LSTM forward, backward and step), after a warm-up; masks none,
 right-padded (torch.nn.LSTM packs the sequence) and random holes
 (torch.nn.LSTM has no equivalent). The workloads (keras_lstm/workloads.py):
-dynamic padding, first call, greedy decoding, fit with validation,
-mixed_bfloat16 and long sequences.
+the train step with the loss on the last output only, dynamic padding,
+first call, greedy decoding, fit with validation, mixed precision,
+jit_compile and long sequences.
 
     python benchmarks/bench_lstm.py                      # everything
     python benchmarks/bench_lstm.py --backends torch --shapes main
@@ -123,7 +124,7 @@ def _torch_runners(lstm, x, y, mask_kind, mask):
     return {"predict": predict, "train": train}
 
 
-def _time_alternating(runners, repeats):
+def time_alternating(runners, repeats):
     """Median ms of each runner; runners alternate within every repeat."""
     import numpy as np
 
@@ -196,7 +197,7 @@ def run_backend(shapes, repeats, bidirectional=False):
                 )
             kernel = keras_lstm.explain(ours, x, mask).kernel
             for mode in MODES:
-                medians = _time_alternating(
+                medians = time_alternating(
                     {k: r[mode] for k, r in runners.items()}, repeats
                 )
                 rows.append(

@@ -5,6 +5,9 @@ shapes. These time what comes before and around them, for keras.layers.LSTM
 ("keras"), keras_lstm.LSTM ("keras_lstm") and, where it has an equivalent,
 torch.nn.LSTM ("torch.nn"):
 
+- `last`: the train step with the loss on the last output only
+  (`return_sequences=False`; torch.nn.LSTM's final h) at the three
+  steady-state shapes, no mask.
 - `dynamic`: an epoch of 13 batches (16 rows, 16 features, LSTM(32)), each
   padded to its own length (20, 30, ..., 140), trained with
   `train_on_batch`: the first pass (traces, compiles) and the second; and,
@@ -41,7 +44,16 @@ import time
 
 import numpy as np
 
-WORKLOADS = ("dynamic", "first_call", "decode", "fit", "mixed", "jit", "long")
+WORKLOADS = (
+    "last",
+    "dynamic",
+    "first_call",
+    "decode",
+    "fit",
+    "mixed",
+    "jit",
+    "long",
+)
 _LENGTHS = tuple(range(20, 141, 10))
 
 
@@ -67,6 +79,59 @@ def _median_rows(backend, workload, samples, unit, note=""):
     if note:
         row["note"] = note
     return row
+
+
+# -- train step, loss on the last output only --------------------------------
+
+
+def last(backend, repeats):
+    import keras
+
+    from keras_lstm import benchmark, convert
+
+    torch = _torch()
+    rows = []
+    for shape_name, shape in benchmark.SHAPES.items():
+        batch, timesteps, features, units = shape
+        rng = np.random.default_rng(6)
+        x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+        y = rng.normal(size=(batch, units)).astype("float32")
+        models = {}
+        for contender in ("keras", "keras_lstm"):
+            models[contender] = keras.Sequential(
+                [
+                    keras.Input(batch_shape=(batch, timesteps, features)),
+                    _lstm_class(contender)(units),
+                ]
+            )
+            models[contender].compile(
+                optimizer=keras.optimizers.SGD(1e-3), loss="mse"
+            )
+        models["keras_lstm"].set_weights(models["keras"].get_weights())
+        runners = {
+            name: (lambda m=m, x=x, y=y: m.train_on_batch(x, y))
+            for name, m in models.items()
+        }
+        if torch is not None:
+            lstm = convert.to_torch(models["keras_lstm"].layers[-1])
+            optimizer = torch.optim.SGD(lstm.parameters(), lr=1e-3)
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+            def torch_step(lstm=lstm, optimizer=optimizer, tx=tx, ty=ty):
+                optimizer.zero_grad()
+                h = lstm(tx)[1][0][0]
+                torch.nn.functional.mse_loss(h, ty).backward()
+                optimizer.step()
+
+            runners["torch.nn"] = torch_step
+        medians = benchmark.time_alternating(runners, repeats)
+        row = {
+            "backend": backend,
+            "workload": f"train, last output, {shape_name}",
+        }
+        row.update(unit="ms", **medians)
+        rows.append(row)
+    return rows
 
 
 # -- dynamic padding ----------------------------------------------------------
