@@ -26,7 +26,8 @@ torch.nn.LSTM ("torch.nn"):
   for keras_lstm's keras.ops path (`use_cudnn=False`, "keras_lstm
   generic").
 - `long`: one train step at 4,000 steps (batch 16, 64 features, 256
-  units), in a fresh process per contender: seconds and peak memory.
+  units), in a fresh process per contender: seconds and peak memory, also
+  for the keras.ops path on TensorFlow and JAX ("keras_lstm generic").
 
 Every row is a median over `repeats` runs that alternate the contenders in
 one process (fresh processes for `first_call` and `long`, whose subject is
@@ -590,9 +591,12 @@ if contender == "torch.nn":
 else:
     import keras
     import keras_lstm
-    cls = keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
+    if contender == "keras":
+        layer = keras.layers.LSTM(units)
+    else:  # "keras_lstm generic" is the keras.ops path
+        layer = keras_lstm.LSTM(units, use_cudnn=contender == "keras_lstm")
     model = keras.Sequential(
-        [keras.Input((timesteps, features)), cls(units), keras.layers.Dense(1)]
+        [keras.Input((timesteps, features)), layer, keras.layers.Dense(1)]
     )
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     step = lambda: model.train_on_batch(x, y)
@@ -622,7 +626,11 @@ print(json.dumps([seconds, None if peak is None else peak - before]))
 def long(backend, repeats):
     contenders = ["keras", "keras_lstm"]
     if backend == "torch":
+        # The keras.ops path on torch is a Python loop of 4,000 steps under
+        # autograd, as keras.layers.LSTM's: minutes a step.
         contenders.append("torch.nn")
+    else:
+        contenders.append("keras_lstm generic")
     seconds = {c: [] for c in contenders}
     memory = {c: [] for c in contenders}
     for _ in range(repeats):
