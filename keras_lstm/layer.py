@@ -484,18 +484,8 @@ class LSTM(keras.layers.Layer):
         return masks[0], masks[1]
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
-        x, mask, h0, c0, recurrent_mask, seen = self._prepare(
+        x, mask, seen, sequence, h, c = self._prepare_and_loop(
             inputs, initial_state, mask, training
-        )
-        sequence, h, c = self._loop(
-            x,
-            mask,
-            h0,
-            c0,
-            recurrent_mask,
-            seen,
-            training,
-            self.return_sequences,
         )
         return self._finish(sequence, h, c, mask, seen, self._steps(x))
 
@@ -514,8 +504,21 @@ class LSTM(keras.layers.Layer):
             processing order (reversed for go_backwards); without
             return_sequences, the last output alone, `(batch, 1, units)`.
         """
-        x, mask, h0, c0, recurrent_mask, seen = self._prepare(
+        x, mask, seen, sequence, h, c = self._prepare_and_loop(
             sequences, initial_state, mask, training
+        )
+        last = self._last_output(h, mask, self._steps(x))
+        if self.return_sequences:
+            outputs = self._masked_outputs(sequence, mask, seen)
+        else:
+            outputs = ops.expand_dims(last, 1)
+        return last, outputs, [h, c]
+
+    def _prepare_and_loop(self, inputs, initial_state, mask, training):
+        """`_prepare`, then `_loop`: the prepared inputs, mask and counts,
+        and the loop's (sequence, h, c)."""
+        x, mask, h0, c0, recurrent_mask, seen = self._prepare(
+            inputs, initial_state, mask, training
         )
         sequence, h, c = self._loop(
             x,
@@ -527,12 +530,7 @@ class LSTM(keras.layers.Layer):
             training,
             self.return_sequences,
         )
-        last = self._last_output(h, mask, self._steps(x))
-        if self.return_sequences:
-            outputs = self._masked_outputs(sequence, mask, seen)
-        else:
-            outputs = ops.expand_dims(last, 1)
-        return last, outputs, [h, c]
+        return x, mask, seen, sequence, h, c
 
     def _loop(self, x, mask, h0, c0, recurrent_mask, seen, training, sequence):
         """Runs the chosen kernel: (sequence, h, c); with `sequence` False

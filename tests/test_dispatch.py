@@ -273,8 +273,9 @@ _FRAMEWORKS = {
 }
 
 
-@pytest.mark.parametrize("backend", sorted(_FRAMEWORKS))
-def test_import_adds_no_other_framework(backend):
+def _modules_added(backend, script, timeout):
+    """Runs `script` on `backend` in a fresh interpreter; the modules it
+    reports it added (skips when the backend is not installed)."""
     if importlib.util.find_spec(_FRAMEWORKS[backend][0]) is None:
         pytest.skip(f"{backend} is not installed")
     root = pathlib.Path(__file__).resolve().parents[1]
@@ -282,19 +283,24 @@ def test_import_adds_no_other_framework(backend):
     env["PYTHONPATH"] = os.pathsep.join(
         [str(root), *filter(None, [env.get("PYTHONPATH")])]
     )
-    # A fresh interpreter: this one has every framework the suite touched.
     result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_SCRIPT],
+        [sys.executable, "-c", script],
         cwd=root,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=True,
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == backend
-    added = report["added"]
+    return report["added"]
+
+
+@pytest.mark.parametrize("backend", sorted(_FRAMEWORKS))
+def test_import_adds_no_other_framework(backend):
+    # A fresh interpreter: this one has every framework the suite touched.
+    added = _modules_added(backend, _IMPORT_SCRIPT, timeout=120)
     # The measurement sees imports: the backend's own module is among them.
     assert f"keras_lstm.backend.{backend}" in added
     # Frameworks `import keras` already brought in are in the baseline, so
@@ -342,26 +348,9 @@ def test_first_calls_import_no_other_framework(backend):
     # Not covered: keras.layers.Bidirectional's constructor, which Keras
     # writes with serialize_keras_object (it asks whether TensorFlow is
     # available, and so imports it), as does any get_config.
-    if importlib.util.find_spec(_FRAMEWORKS[backend][0]) is None:
-        pytest.skip(f"{backend} is not installed")
-    root = pathlib.Path(__file__).resolve().parents[1]
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(root), *filter(None, [env.get("PYTHONPATH")])]
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", _FIRST_CALL_SCRIPT],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
+    added = _modules_added(backend, _FIRST_CALL_SCRIPT, timeout=300)
     others = {n for b in _FRAMEWORKS if b != backend for n in _FRAMEWORKS[b]}
-    leaked = [m for m in report["added"] if m.split(".")[0] in others]
+    leaked = [m for m in added if m.split(".")[0] in others]
     assert not leaked, leaked[:5]
 
 
