@@ -47,7 +47,10 @@ class BucketedSequences(keras.utils.PyDataset):
     filler rows: its sequences move on to the next longer bucket (they fit,
     padded further), so an epoch has at most one partial batch, in the
     longest bucket. The model then sees at most `len(bucket_lengths) + 1`
-    input shapes.
+    input shapes. The first two batches always differ in length when the
+    epoch has several (Keras on TensorFlow takes the dataset's shapes from
+    them); without shuffling, the batches come by ascending length apart
+    from that.
 
     Padded steps hold `padding_value`: put a `keras.layers.Masking(
     mask_value=padding_value)` first (or an `Embedding(mask_zero=True)` for
@@ -226,6 +229,14 @@ class BucketedSequences(keras.utils.PyDataset):
         if self.shuffle:
             order = self._rng.permutation(len(batches))
             batches = [batches[i] for i in order]
+        # Keras on TensorFlow fixes the dataset's shapes from the first two
+        # batches (keras' NUM_BATCHES_FOR_TENSOR_SPEC): two of the same
+        # length would fix the timesteps, and a batch of another length
+        # would then fail. So the second batch has another length
+        # whenever there are several (moved there; the rest keep order).
+        other = [i for i, b in enumerate(batches) if b[0] != batches[0][0]]
+        if other and other[0] != 1:
+            batches.insert(1, batches.pop(other[0]))
         return batches
 
     @property
