@@ -264,38 +264,49 @@ def _torch_dynamic(torch, batches):
 
 # -- first call, in a fresh process -------------------------------------------
 
-_FIRST_CALL = """
-import importlib.util, json, sys, time
-if importlib.util.find_spec("torch"):
-    import torch  # before TensorFlow: the other order can crash
-import numpy as np
-import keras
-contender = sys.argv[1]
-if contender == "keras":
+
+def _first_call_worker(contender):
+    """In a fresh process: build, first predict, first train step and one
+    at a new length; prints the seconds."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 50, 16)).astype("float32")
+    x2 = rng.normal(size=(32, 60, 16)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
     cls = keras.layers.LSTM
-else:
-    import keras_lstm
-    cls = keras_lstm.LSTM
-rng = np.random.default_rng(0)
-x = rng.normal(size=(32, 50, 16)).astype("float32")
-x2 = rng.normal(size=(32, 60, 16)).astype("float32")
-y = rng.normal(size=(32, 1)).astype("float32")
-start = time.perf_counter()
-model = keras.Sequential(
-    [keras.Input((None, 16)), cls(32), keras.layers.Dense(1)]
-)
-model.compile(optimizer="adam", loss="mse")
-model.predict_on_batch(x)
-model.train_on_batch(x, y)
-model.train_on_batch(x2, y)
-print(json.dumps(time.perf_counter() - start))
+    if contender != "keras":
+        import keras_lstm
+
+        cls = keras_lstm.LSTM
+    start = time.perf_counter()
+    model = keras.Sequential(
+        [keras.Input((None, 16)), cls(32), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    model.predict_on_batch(x)
+    model.train_on_batch(x, y)
+    model.train_on_batch(x2, y)
+    print(json.dumps(time.perf_counter() - start))
+
+
+# A fresh interpreter runs one worker: torch first (before TensorFlow: the
+# other order can crash), then this module.
+_WORKER = """
+import importlib, importlib.util, sys
+if importlib.util.find_spec("torch"):
+    importlib.import_module("torch")
+from keras_lstm import workloads
+getattr(workloads, sys.argv[1])(sys.argv[2])
 """
 
 
-def _in_subprocess(backend, script, *args):
+def _in_subprocess(backend, worker, contender):
+    """Runs `worker(contender)` in a fresh process on `backend`; its last
+    printed line, as JSON."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, "-c", _WORKER, worker.__name__, contender],
         env=env,
         check=True,
         capture_output=True,
@@ -309,7 +320,7 @@ def first_call(backend, repeats):
     for _ in range(repeats):
         for contender in samples:
             samples[contender].append(
-                _in_subprocess(backend, _FIRST_CALL, contender)
+                _in_subprocess(backend, _first_call_worker, contender)
             )
     note = "build + predict + train step + train step at a new length"
     return [
@@ -561,66 +572,73 @@ def jit(backend, repeats, shape=(32, 50, 32, 128)):
 
 # -- long sequences, in a fresh process ---------------------------------------
 
-_LONG = """
-import importlib.util, json, os, sys, time
-if importlib.util.find_spec("torch"):
-    import torch  # before TensorFlow: the other order can crash
-import numpy as np
-contender = sys.argv[1]
-batch, timesteps, features, units = 16, 4000, 64, 256
-rng = np.random.default_rng(4)
-x = rng.normal(size=(batch, timesteps, features)).astype("float32")
-y = rng.normal(size=(batch, 1)).astype("float32")
-if contender == "torch.nn":
-    import keras
-    import keras_lstm
-    from keras_lstm import convert
-    layer = keras_lstm.LSTM(units)  # Keras initializers, as the others
-    layer.build((None, None, features))
-    lstm = convert.to_torch(layer)
-    head = torch.nn.Linear(units, 1)
-    params = list(lstm.parameters()) + list(head.parameters())
-    optimizer = torch.optim.SGD(params, 1e-3)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    def step():
-        optimizer.zero_grad()
-        _, (h, _) = lstm(tx)
-        loss = torch.nn.functional.mse_loss(head(h[0]), ty)
-        loss.backward()
-        optimizer.step()
-else:
-    import keras
-    import keras_lstm
-    if contender == "keras":
-        layer = keras.layers.LSTM(units)
-    else:  # "keras_lstm generic" is the keras.ops path
-        layer = keras_lstm.LSTM(units, use_cudnn=contender == "keras_lstm")
-    model = keras.Sequential(
-        [keras.Input((timesteps, features)), layer, keras.layers.Dense(1)]
-    )
-    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
-    step = lambda: model.train_on_batch(x, y)
-def status(key):  # MB, from /proc/self/status (Linux); None elsewhere
+
+def _proc_status_mb(key):
+    """A /proc/self/status entry in MB (Linux); None elsewhere."""
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
-# The peak resident set of this process alone: ru_maxrss would start from
-# the parent's (it survives fork and exec), so the high-water mark is
-# reset here and read after the steps.
-if os.path.exists("/proc/self/clear_refs"):
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-before = status("VmRSS")
-step()  # traces, compiles
-start = time.perf_counter()
-step()
-seconds = time.perf_counter() - start
-peak = status("VmHWM")
-print(json.dumps([seconds, None if peak is None else peak - before]))
-"""
+    return None
+
+
+def _long_worker(contender):
+    """In a fresh process: one 4,000-step train step after a first one;
+    prints [seconds, growth of the peak resident set in MB or None]."""
+    import keras
+
+    import keras_lstm
+    from keras_lstm import convert
+
+    batch, timesteps, features, units = 16, 4000, 64, 256
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    y = rng.normal(size=(batch, 1)).astype("float32")
+    if contender == "torch.nn":
+        torch = _torch()
+        layer = keras_lstm.LSTM(units)  # Keras initializers, as the others
+        layer.build((None, None, features))
+        lstm = convert.to_torch(layer)
+        head = torch.nn.Linear(units, 1)
+        params = list(lstm.parameters()) + list(head.parameters())
+        optimizer = torch.optim.SGD(params, 1e-3)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            optimizer.zero_grad()
+            _, (h, _) = lstm(tx)
+            loss = torch.nn.functional.mse_loss(head(h[0]), ty)
+            loss.backward()
+            optimizer.step()
+
+    else:
+        if contender == "keras":
+            layer = keras.layers.LSTM(units)
+        else:  # "keras_lstm generic" is the keras.ops path
+            layer = keras_lstm.LSTM(units, use_cudnn=contender == "keras_lstm")
+        model = keras.Sequential(
+            [keras.Input((timesteps, features)), layer, keras.layers.Dense(1)]
+        )
+        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+
+        def step():
+            model.train_on_batch(x, y)
+
+    # The peak resident set of this process alone: ru_maxrss would start
+    # from the parent's (it survives fork and exec), so the high-water mark
+    # is reset here and read after the steps.
+    if os.path.exists("/proc/self/clear_refs"):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    before = _proc_status_mb("VmRSS")
+    step()  # traces, compiles
+    start = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - start
+    peak = _proc_status_mb("VmHWM")
+    print(json.dumps([seconds, None if peak is None else peak - before]))
 
 
 def long(backend, repeats):
@@ -635,7 +653,7 @@ def long(backend, repeats):
     memory = {c: [] for c in contenders}
     for _ in range(repeats):
         for contender in contenders:
-            s, mb = _in_subprocess(backend, _LONG, contender)
+            s, mb = _in_subprocess(backend, _long_worker, contender)
             seconds[contender].append(s)
             memory[contender].append(mb)
     name = "long sequence train step (4,000 steps)"
