@@ -94,6 +94,22 @@ def _options(case):
     return {k: case[k] for k in keys}
 
 
+def _oracle(case, x, weights, state, mask):
+    """The NumPy float64 oracle's outputs for `case`, always as a list."""
+    want = lstm_reference(
+        x,
+        *weights[:2],
+        weights[2] if case["use_bias"] else None,
+        initial_state=state,
+        mask=mask,
+        return_sequences=case["return_sequences"],
+        return_state=case["return_state"],
+        go_backwards=case["go_backwards"],
+        time_major=case["time_major"],
+    )
+    return want if case["return_state"] else [want]
+
+
 def _flat(outputs):
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
@@ -163,18 +179,7 @@ def test_lstm_fused_generic_and_oracle_agree(case):
             generic_out = helpers.call_layer(
                 generic, x, initial_state=state, mask=mask
             )
-        want = lstm_reference(
-            x,
-            *weights[:2],
-            weights[2] if case["use_bias"] else None,
-            initial_state=state,
-            mask=mask,
-            return_sequences=case["return_sequences"],
-            return_state=case["return_state"],
-            go_backwards=case["go_backwards"],
-            time_major=case["time_major"],
-        )
-        want = want if case["return_state"] else [want]
+        want = _oracle(case, x, weights, state, mask)
         helpers.assert_close(_flat(got), want)
         helpers.assert_close(_flat(generic_out), want)
         arguments = [x] + (state or []) + weights
@@ -238,18 +243,7 @@ def test_float64_fused_matches_the_oracle(case):
         **_options(case),
     )
     got = helpers.call_layer(layer, x, initial_state=state, mask=mask)
-    want = lstm_reference(
-        x,
-        *weights[:2],
-        weights[2] if case["use_bias"] else None,
-        initial_state=state,
-        mask=mask,
-        return_sequences=case["return_sequences"],
-        return_state=case["return_state"],
-        go_backwards=case["go_backwards"],
-        time_major=case["time_major"],
-    )
-    want = want if case["return_state"] else [want]
+    want = _oracle(case, x, weights, state, mask)
     helpers.assert_close(_flat(got), want, rtol=1e-10, atol=1e-10)
 
 
