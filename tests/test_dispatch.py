@@ -458,3 +458,68 @@ def test_the_dispatch_hook_imports_no_layer():
         }
         & imported
     )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch meta tensors")
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize(
+    "layer_kwargs",
+    [
+        {},
+        {"return_sequences": True, "return_state": True},
+        {"return_state": True, "go_backwards": True, "time_major": True},
+    ],
+)
+def test_torch_meta_tensors_get_shapes_without_a_loop(
+    monkeypatch, layer_kwargs, masked
+):
+    # Keras infers shapes by calling layers on meta tensors: building a
+    # model, and again in the first train step. Those calls get their
+    # shapes from the fused kernel at no cost, never from the keras.ops
+    # loop stepping through meta tensors (60 ms of a first train step).
+    import torch
+
+    layer = keras_lstm.LSTM(helpers.UNITS, **layer_kwargs)
+    x = _inputs()
+    if layer.time_major:
+        x = np.swapaxes(x, 0, 1)
+    mask = helpers.make_mask("holes") if masked else None
+    if layer.time_major and masked:
+        mask = np.swapaxes(mask, 0, 1)
+    want = helpers.call_layer(layer, x, mask=mask)
+
+    def loop(*args, **kwargs):
+        raise AssertionError("the keras.ops loop ran on meta tensors")
+
+    monkeypatch.setattr(keras_lstm.ops, "lstm", loop)
+    meta_x = torch.empty(x.shape, device="meta")
+    meta_mask = None
+    if masked:
+        meta_mask = torch.empty(mask.shape, dtype=torch.bool, device="meta")
+    assert KERNELS.name(meta_x) == "torch-meta"
+    with keras.device("meta"):  # as Keras's compute_output_spec calls it
+        got = layer(meta_x, mask=meta_mask)
+    got, want = keras.tree.flatten(got), keras.tree.flatten(want)
+    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in want]
+    assert all(g.device.type == "meta" for g in got)
+    assert [g.dtype for g in got] == [w.dtype for w in want]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch meta tensors")
+def test_torch_first_train_step_runs_no_keras_ops_loop(monkeypatch):
+    calls = []
+    real = keras_lstm.ops.lstm
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].device.type)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keras_lstm.ops, "lstm", spy)
+    model = keras.Sequential(
+        [keras.Input((None, 3)), keras_lstm.LSTM(4), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    x = np.ones((2, 5, 3), "float32")
+    model.train_on_batch(x, np.ones((2, 1), "float32"))
+    model.predict_on_batch(x)
+    assert calls == []
