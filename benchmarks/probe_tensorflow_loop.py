@@ -10,7 +10,10 @@ XLA-compiled:
     python benchmarks/probe_tensorflow_loop.py                # the main shape
     python benchmarks/probe_tensorflow_loop.py --shape 128 100 256 512
 
-The difference between two rows is what that piece costs.
+The difference between two rows is what that piece costs. A second table
+times the recurrent chain alone with each of TensorFlow's matmul ops and
+operand layouts (the graph kernel can use any of them) against XLA's;
+run it with TF_ENABLE_ONEDNN_OPTS=0 as well to compare Eigen's matmul.
 """
 
 import argparse
@@ -51,6 +54,68 @@ def _loop(stage, inputs, h0, kernel, recurrent, bias, projected=None):
     return tf.while_loop(
         lambda t, *_: t < timesteps, body, (0, h0, h0, outputs)
     )[1]
+
+
+def _chain(matmul, h0, timesteps, jit_compile=False):
+    """`timesteps` chained `tanh(matmul(h)[..., :units])`, compiled with
+    XLA or run as a graph."""
+    units = h0.shape[-1]
+
+    def run(h0):
+        return tf.while_loop(
+            lambda t, _: t < timesteps,
+            lambda t, h: (t + 1, tf.tanh(matmul(h)[..., :units])),
+            (0, h0),
+        )[1]
+
+    run = tf.function(run, jit_compile=jit_compile)
+    return lambda: run(h0)
+
+
+def _matmul_ops(h0, recurrent, timesteps):
+    """The chain with each matmul op; in the transposed layout the states
+    are (units, batch) and each step is recurrent^T @ h^T."""
+    transposed = tf.transpose(recurrent)
+    batched = recurrent[None]
+    return {
+        "MatMul (h @ recurrent_kernel)": _chain(
+            lambda h: h @ recurrent, h0, timesteps
+        ),
+        "MatMul, recurrent_kernel stored transposed": _chain(
+            lambda h: tf.matmul(h, transposed, transpose_b=True), h0, timesteps
+        ),
+        "BatchMatMulV2": _chain(
+            lambda h: tf.raw_ops.BatchMatMulV2(x=h[None], y=batched)[0],
+            h0,
+            timesteps,
+        ),
+        "einsum": _chain(
+            lambda h: tf.einsum("bu,uk->bk", h, recurrent), h0, timesteps
+        ),
+        "transposed layout (units, batch)": _chain(
+            # (the chain's [..., :batch] slice keeps every column)
+            lambda h: (transposed @ h)[: h.shape[0]],
+            tf.transpose(h0),
+            timesteps,
+        ),
+        "XLA (jit_compile=True), MatMul": _chain(
+            lambda h: h @ recurrent, h0, timesteps, jit_compile=True
+        ),
+    }
+
+
+def _medians(runs, repeats):
+    """Median ms of each of `runs`, timed in alternation."""
+    for run in runs.values():  # trace, compile, warm up
+        run()
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main():
@@ -110,22 +175,18 @@ def main():
             inputs
         ),
     }
-    for run in stages.values():  # trace, compile, warm up
-        run()
-        run()
-    times = {name: [] for name in stages}
-    for _ in range(args.repeats):
-        for name, run in stages.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1e3)
     print(
         f"shape: batch {batch}, {steps} steps, {features} features, "
         f"{units} units"
     )
     print("| stage | ms |\n|---|---|")
-    for name, samples in times.items():
-        print(f"| {name} | {np.median(samples):.1f} |")
+    for name, ms in _medians(stages, args.repeats).items():
+        print(f"| {name} | {ms:.1f} |")
+    flops = 2 * batch * units * 4 * units * steps
+    print("\n| recurrent chain with | ms | GFLOP/s |\n|---|---|---|")
+    chains = _matmul_ops(h0 + 0.1, recurrent, steps)
+    for name, ms in _medians(chains, args.repeats).items():
+        print(f"| {name} | {ms:.1f} | {flops / ms / 1e6:.0f} |")
 
 
 if __name__ == "__main__":
