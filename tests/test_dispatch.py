@@ -516,10 +516,17 @@ def test_torch_first_train_step_runs_no_keras_ops_loop(monkeypatch):
 
     monkeypatch.setattr(keras_lstm.ops, "lstm", spy)
     model = keras.Sequential(
-        [keras.Input((None, 3)), keras_lstm.LSTM(4), keras.layers.Dense(1)]
+        [
+            keras.Input((None, 3)),
+            keras.layers.Masking(),
+            keras_lstm.Bidirectional(keras_lstm.LSTM(4, return_sequences=True)),
+            keras_lstm.LSTM(4),
+            keras.layers.Dense(1),
+        ]
     )
     model.compile(optimizer="adam", loss="mse")
     x = np.ones((2, 5, 3), "float32")
+    x[0, 3:] = 0.0  # masked steps
     model.train_on_batch(x, np.ones((2, 1), "float32"))
     model.predict_on_batch(x)
     assert calls == []
