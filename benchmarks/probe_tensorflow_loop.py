@@ -17,12 +17,12 @@ run it with TF_ENABLE_ONEDNN_OPTS=0 as well to compare Eigen's matmul.
 """
 
 import argparse
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from keras_lstm.backend import tensorflow as tf_kernel
+from keras_lstm.benchmark import time_alternating
 
 
 def _loop(stage, inputs, h0, kernel, recurrent, bias, projected=None):
@@ -104,20 +104,6 @@ def _matmul_ops(h0, recurrent, timesteps):
     }
 
 
-def _medians(runs, repeats):
-    """Median ms of each of `runs`, timed in alternation."""
-    for run in runs.values():  # trace, compile, warm up
-        run()
-        run()
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -180,12 +166,12 @@ def main():
         f"{units} units"
     )
     print("| stage | ms |\n|---|---|")
-    for name, ms in _medians(stages, args.repeats).items():
+    for name, ms in time_alternating(stages, args.repeats).items():
         print(f"| {name} | {ms:.1f} |")
     flops = 2 * batch * units * 4 * units * steps
     print("\n| recurrent chain with | ms | GFLOP/s |\n|---|---|---|")
     chains = _matmul_ops(h0 + 0.1, recurrent, steps)
-    for name, ms in _medians(chains, args.repeats).items():
+    for name, ms in time_alternating(chains, args.repeats).items():
         print(f"| {name} | {ms:.1f} | {flops / ms / 1e6:.0f} |")
 
 
