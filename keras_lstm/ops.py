@@ -57,11 +57,23 @@ def lstm(
     if bias is not None:
         z_x = z_x + bias
     steps = (z_x,)
+    # keras.ops.scan on TensorFlow cannot trace two sequences of unknown
+    # length (keras/src/backend/tensorflow/core.py, scan: it calls
+    # assert_is_compatible_with on None): there the mask rides in one more
+    # column of the projected inputs.
+    packed = mask is not None and x.shape[0] is None
     if mask is not None:
-        steps += (ops.expand_dims(ops.transpose(mask, (1, 0)), -1),)
+        keep = ops.expand_dims(ops.transpose(mask, (1, 0)), -1)
+        if packed:
+            steps = (ops.concatenate([z_x, ops.cast(keep, z_x.dtype)], -1),)
+        else:
+            steps += (keep,)
 
     def step(carry, step_inputs):
         h, c = carry
+        z_x = step_inputs[0]
+        if packed:
+            step_inputs = (z_x[..., :-1], z_x[..., -1:] > 0)
         h_rec = (
             h if recurrent_dropout_mask is None else h * recurrent_dropout_mask
         )

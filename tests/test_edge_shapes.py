@@ -129,3 +129,59 @@ def test_one_step_and_one_unit_match_the_oracle(use_cudnn, units, timesteps):
         return_state=True,
     )
     helpers.assert_close(got, want)
+
+
+@PATHS
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="only TensorFlow traces one graph for every length",
+)
+def test_zero_timesteps_at_run_time_in_a_graph_for_any_length(
+    use_cudnn, masked
+):
+    # A graph traced with unknown timesteps (Keras' reduced retracing, a
+    # serving signature) may run with none: the layer cannot see that when
+    # it traces. Before the fix the loop kernel failed there ("Tried to
+    # stack elements of an empty list with non-fully-defined element_shape").
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    state = helpers.random_state(rng)
+    layer = _layer(use_cudnn, return_sequences=True, return_state=True)
+    variables = layer.trainable_variables
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([B, None, F]),
+            tf.TensorSpec([B, None], tf.bool),
+        ]
+    )
+    def run(x, mask):
+        with tf.GradientTape() as tape:
+            results = layer(
+                x,
+                initial_state=[tf.constant(s) for s in state],
+                mask=mask if masked else None,
+                training=True,
+            )
+            loss = sum(tf.reduce_sum(r) for r in results)
+        return results, tape.gradient(loss, variables)
+
+    (output, h, c), grads = run(tf.zeros([B, 0, F]), tf.zeros([B, 0], tf.bool))
+    assert tuple(output.shape) == (B, 0, U)
+    helpers.assert_close([h, c], state)
+    for grad, variable in zip(grads, variables, strict=True):
+        helpers.assert_close(grad, np.zeros(variable.shape))
+    # The same graph at a length of 5 equals the oracle.
+    x = helpers.random_inputs(rng, timesteps=5)
+    (output, h, c), _ = run(tf.constant(x), tf.ones([B, 5], tf.bool))
+    weights = [helpers.to_numpy(w) for w in layer.cell.weights]
+    want = lstm_reference(
+        x,
+        *weights,
+        initial_state=state,
+        return_sequences=True,
+        return_state=True,
+    )
+    helpers.assert_close([output, h, c], list(want))

@@ -147,8 +147,17 @@ def _cudnn_backward(
     return (d_inputs, d_h0[:, 0], d_c0[:, 0], *weights)
 
 
-def _time_major(x):
-    return tf.transpose(x, (1, 0, 2))
+def _stacked(array, element_shape):
+    """A TensorArray of the loop as a batch-major tensor. The element
+    shape is given at run time: a graph traced for any length may run with
+    none, and TensorFlow cannot stack an empty list otherwise (its batch
+    size is not static)."""
+    stacked = tf.raw_ops.TensorListStack(
+        input_handle=array.flow,
+        element_shape=element_shape,
+        element_dtype=array.dtype,
+    )
+    return tf.transpose(stacked, (1, 0, 2))
 
 
 def _step_validity(valid, timesteps):
@@ -206,7 +215,7 @@ def _loop(
         maximum_iterations=timesteps,
     )
     if sequence:
-        outputs = _time_major(lists[0].stack())
+        outputs = _stacked(lists[0], tf.shape(h0))
     else:
         outputs = tf.zeros([0, 0, h.shape[-1]], h.dtype)
     return (outputs, h, c, *(a.flow for a in lists[: 3 if saves else 0]))
@@ -305,7 +314,7 @@ def _backprop(
         ),
         maximum_iterations=timesteps,
     )
-    d_inputs = _time_major(d_inputs.stack())
+    d_inputs = _stacked(d_inputs, tf.gather(tf.shape(inputs), [0, 2]))
     return d_inputs, d_h0, d_c0, d_kernel, d_recurrent, d_bias
 
 
