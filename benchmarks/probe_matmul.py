@@ -13,9 +13,15 @@ the framework's own matmul rate rather than the kernel.
     python benchmarks/probe_matmul.py --shape 128 100 256 512
 
 Needs torch, tensorflow and jax installed (the tox env `cross` has all).
-Each backend's keras_lstm.LSTM forward pass (predict_on_batch of a one-layer
-model, return_sequences=True) is timed in a subprocess of its own and shown
-as "kernel / limit": how close the kernel is to its framework's matmul rate.
+One subprocess per Keras backend times, in alternating runs (the machine
+is shared and noisy: only ratios within a process count; on torch the
+chain and projection alternate on their own, see `_worker`), its
+framework's chain and projection, keras_lstm.LSTM's forward pass
+(predict_on_batch of a one-layer model, return_sequences=True; on
+TensorFlow also compiled with jit_compile=True) and torch.nn.LSTM's
+forward pass. "kernel / limit" is how close the kernel is to its
+framework's matmul rate, "kernel / torch.nn.LSTM" the gap to torch; both
+are ratios of one process.
 """
 
 import argparse
@@ -24,7 +30,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -32,41 +37,40 @@ if importlib.util.find_spec("torch"):
     import torch  # before TensorFlow: the other order can crash
 
 
-def _median_ms(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
-
-
-def _torch(shape, repeats):
+def _torch_limit(shape):
     batch, steps, features, units = shape
-    torch.set_grad_enabled(False)
     r = torch.randn(units, 4 * units) * 0.05
     w = torch.randn(features, 4 * units) * 0.05
     x = torch.randn(batch * steps, features)
     h0 = torch.zeros(batch, units)
 
     def chain():
-        h = h0
-        for _ in range(steps):
-            h = torch.tanh((h @ r)[:, :units])
-        return h
+        with torch.no_grad():
+            h = h0
+            for _ in range(steps):
+                h = torch.tanh((h @ r)[:, :units])
+            return h
 
+    def project():
+        with torch.no_grad():
+            return x @ w
+
+    return chain, project
+
+
+def _torch_lstm(shape):
+    batch, steps, features, units = shape
     lstm = torch.nn.LSTM(features, units, batch_first=True)
     inputs = torch.randn(batch, steps, features)
-    return {
-        "recurrent chain": _median_ms(chain, repeats),
-        "input projection": _median_ms(lambda: x @ w, repeats),
-        "torch.nn.LSTM forward": _median_ms(lambda: lstm(inputs), repeats),
-    }
+
+    def forward():
+        with torch.no_grad():
+            return lstm(inputs)
+
+    return forward
 
 
-def _tensorflow(shape, repeats, jit):
+def _tensorflow_limit(shape, jit):
     import tensorflow as tf
 
     batch, steps, features, units = shape
@@ -85,13 +89,10 @@ def _tensorflow(shape, repeats, jit):
         )[1]
 
     project = tf.function(lambda x: x @ w, jit_compile=jit, autograph=False)
-    return {
-        "recurrent chain": _median_ms(lambda: chain(h0).numpy(), repeats),
-        "input projection": _median_ms(lambda: project(x).numpy(), repeats),
-    }
+    return lambda: chain(h0).numpy(), lambda: project(x).numpy()
 
 
-def _jax(shape, repeats):
+def _jax_limit(shape):
     import jax
     import jax.numpy as jnp
 
@@ -110,19 +111,14 @@ def _jax(shape, repeats):
         return jax.lax.scan(step, h0, None, length=steps)[0]
 
     project = jax.jit(lambda x: x @ w)
-    return {
-        "recurrent chain": _median_ms(
-            lambda: chain(h0).block_until_ready(), repeats
-        ),
-        "input projection": _median_ms(
-            lambda: project(x).block_until_ready(), repeats
-        ),
-    }
+    return (
+        lambda: chain(h0).block_until_ready(),
+        lambda: project(x).block_until_ready(),
+    )
 
 
-def _kernel_worker(backend, shape, repeats):
-    """keras_lstm.LSTM's predict ms on one backend (run in a subprocess)."""
-    os.environ["KERAS_BACKEND"] = backend
+def _keras_lstm(shape, jit_compile=False):
+    """keras_lstm.LSTM's forward pass; its kernel's name."""
     import keras
 
     import keras_lstm
@@ -134,21 +130,79 @@ def _kernel_worker(backend, shape, repeats):
             keras_lstm.LSTM(units, return_sequences=True),
         ]
     )
+    if jit_compile:
+        model.compile(jit_compile=True)
     x = np.random.default_rng(0).normal(size=(batch, steps, features))
     x = x.astype("float32")
     kernel = keras_lstm.explain(model.layers[0], x).kernel
-    ms = _median_ms(lambda: model.predict_on_batch(x), repeats)
-    print(json.dumps({"kernel": kernel, "ms": ms}))
+    return (lambda: model.predict_on_batch(x)), kernel
 
 
-def _kernel(backend, shape, repeats):
-    command = [sys.executable, __file__, "--kernel-worker", backend]
+def _worker(backend, shape, repeats):
+    """In a subprocess on `backend`: every timing of that backend, in
+    alternating runs; prints them as JSON."""
+    from keras_lstm.benchmark import time_alternating
+
+    # (framework, limit part) -> runner; kernels apart.
+    if backend == "torch":
+        limits = {"torch (eager, oneDNN)": _torch_limit(shape)}
+    elif backend == "tensorflow":
+        limits = {
+            "tensorflow graph (default kernel)": _tensorflow_limit(
+                shape, jit=False
+            ),
+            "tensorflow XLA (jit_compile=True)": _tensorflow_limit(
+                shape, jit=True
+            ),
+        }
+    else:
+        limits = {"jax (jit)": _jax_limit(shape)}
+    parts = {}
+    for framework, (chain, project) in limits.items():
+        parts[f"{framework}|recurrent chain"] = chain
+        parts[f"{framework}|input projection"] = project
+    kernels = {"default": _keras_lstm(shape)}
+    if backend == "tensorflow":
+        kernels["jit_compile=True"] = _keras_lstm(shape, jit_compile=True)
+    runners = {f"kernel|{label}": run for label, (run, _) in kernels.items()}
+    runners["torch.nn.LSTM forward"] = _torch_lstm(shape)
+    if backend == "torch":
+        # torch's eager chain, run between them, slowed the torch ops after
+        # it (torch.nn.LSTM forward 26 -> 50 ms here): its parts are timed
+        # on their own first.
+        times = time_alternating(parts, repeats)
+    else:
+        runners = {**parts, **runners}
+        times = {}
+    times.update(time_alternating(runners, repeats))
+    print(
+        json.dumps(
+            {
+                "times": times,
+                "kernels": {k: name for k, (_, name) in kernels.items()},
+                "frameworks": list(limits),
+            }
+        )
+    )
+
+
+def _in_subprocess(backend, shape, repeats):
+    command = [sys.executable, __file__, "--worker", backend]
     command += ["--shape", *map(str, shape), "--repeats", str(repeats)]
-    env = dict(os.environ, KERAS_BACKEND=backend)
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(command, env=env, capture_output=True, text=True)
     if out.returncode:
-        raise RuntimeError(f"{backend} kernel worker failed:\n{out.stderr}")
+        raise RuntimeError(f"{backend} worker failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# Which framework limit each kernel works against.
+_LIMIT_OF = {
+    ("tensorflow", "default"): "tensorflow graph (default kernel)",
+    ("tensorflow", "jit_compile=True"): "tensorflow XLA (jit_compile=True)",
+    ("jax", "default"): "jax (jit)",
+    ("torch", "default"): "torch (eager, oneDNN)",
+}
 
 
 def main(argv=None):
@@ -161,74 +215,59 @@ def main(argv=None):
         metavar=("BATCH", "STEPS", "FEATURES", "UNITS"),
     )
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--json", help="also write the rows to this file")
-    parser.add_argument("--kernel-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     shape = tuple(args.shape)
-    if args.kernel_worker:
-        return _kernel_worker(args.kernel_worker, shape, args.repeats)
+    if args.worker:
+        return _worker(args.worker, shape, args.repeats)
     from keras_lstm.benchmark import cpu
 
-    batch, steps, features, units = shape
     results = {
-        "torch (eager, oneDNN)": _torch(shape, args.repeats),
-        "tensorflow graph (default kernel)": _tensorflow(
-            shape, args.repeats, jit=False
-        ),
-        "tensorflow XLA (jit_compile=True)": _tensorflow(
-            shape, args.repeats, jit=True
-        ),
-        "jax (jit)": _jax(shape, args.repeats),
-    }
-    kernels = {
-        backend: _kernel(backend, shape, args.repeats)
+        backend: _in_subprocess(backend, shape, args.repeats)
         for backend in ("tensorflow", "jax", "torch")
     }
-    limits = {
-        "tensorflow": results["tensorflow graph (default kernel)"],
-        "jax": results["jax (jit)"],
-        "torch": results["torch (eager, oneDNN)"],
-    }
+    batch, steps, features, units = shape
     chain_flop = 2 * batch * units * 4 * units * steps
     project_flop = 2 * batch * steps * features * 4 * units
     print(f"CPU: {cpu()}; shape (batch, steps, features, units) {shape}")
     print(
-        "\n| framework | recurrent chain ms | GFLOP/s | input projection ms "
-        "| GFLOP/s | limit ms (sum) |"
+        "\n| framework (process) | recurrent chain ms | GFLOP/s "
+        "| input projection ms | GFLOP/s | limit ms (sum) |"
     )
     print("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        chain, project = r["recurrent chain"], r["input projection"]
-        print(
-            f"| {name} | {chain:.1f} | {chain_flop / chain / 1e6:.0f} | "
-            f"{project:.1f} | {project_flop / project / 1e6:.0f} | "
-            f"{chain + project:.1f} |"
-        )
-    forward = results["torch (eager, oneDNN)"]["torch.nn.LSTM forward"]
+    limits = {}
+    for result in results.values():
+        times = result["times"]
+        for framework in result["frameworks"]:
+            chain = times[f"{framework}|recurrent chain"]
+            project = times[f"{framework}|input projection"]
+            limits[framework] = chain + project
+            print(
+                f"| {framework} | {chain:.1f} | "
+                f"{chain_flop / chain / 1e6:.0f} | {project:.1f} | "
+                f"{project_flop / project / 1e6:.0f} | {chain + project:.1f} |"
+            )
     print(
-        f"\ntorch.nn.LSTM forward: {forward:.1f} ms "
-        f"({(chain_flop + project_flop) / forward / 1e6:.0f} GFLOP/s)\n"
+        "\n| backend | keras_lstm kernel | predict ms | limit ms "
+        "| kernel / limit | torch.nn.LSTM ms (same process) "
+        "| kernel / torch.nn.LSTM |"
     )
-    print(
-        "| backend | keras_lstm kernel | predict ms | limit ms "
-        "| kernel / limit | kernel / torch.nn.LSTM |"
-    )
-    print("|---|---|---|---|---|---|")
-    for backend, k in kernels.items():
-        limit = limits[backend]
-        limit = limit["recurrent chain"] + limit["input projection"]
-        print(
-            f"| {backend} | {k['kernel']} | {k['ms']:.1f} | {limit:.1f} | "
-            f"{k['ms'] / limit:.2f} | {k['ms'] / forward:.2f} |"
-        )
+    print("|---|---|---|---|---|---|---|")
+    for backend, result in results.items():
+        times = result["times"]
+        forward = times["torch.nn.LSTM forward"]
+        for label, kernel in result["kernels"].items():
+            ms = times[f"kernel|{label}"]
+            limit = limits[_LIMIT_OF[backend, label]]
+            name = kernel if label == "default" else f"{kernel}, {label}"
+            print(
+                f"| {backend} | {name} | {ms:.1f} | {limit:.1f} | "
+                f"{ms / limit:.2f} | {forward:.1f} | {ms / forward:.2f} |"
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"shape": shape, "results": results, "kernels": kernels},
-                f,
-                indent=1,
-            )
+            json.dump({"shape": shape, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
