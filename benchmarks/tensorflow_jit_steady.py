@@ -38,6 +38,7 @@ def main():
         cpu,
         time_alternating,
     )
+    from keras_lstm.workloads import model_runners
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="main")
@@ -77,14 +78,7 @@ def main():
     print("| mode | " + " | ".join(models) + " | torch.nn.LSTM |")
     print("|---|" + "---|" * (len(models) + 1))
     for mode in ("predict", "train"):
-        runners = {
-            name: (
-                (lambda m=m: m.predict_on_batch(x))
-                if mode == "predict"
-                else (lambda m=m: m.train_on_batch(x, y))
-            )
-            for name, m in models.items()
-        }
+        runners = model_runners(models, mode, x, y)
         runners["torch.nn.LSTM"] = torch_runners[mode]
         ms = time_alternating(runners, args.repeats)
         torch_ms = ms["torch.nn.LSTM"]

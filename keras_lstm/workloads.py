@@ -82,6 +82,19 @@ def _median_rows(backend, workload, samples, unit, note=""):
     return row
 
 
+def model_runners(models, mode, x, y):
+    """`{name: run}`: one `predict_on_batch(x)` (mode "predict") or
+    `train_on_batch(x, y)` (mode "train") of each Keras model."""
+    if mode == "predict":
+        return {
+            name: (lambda m=m: m.predict_on_batch(x))
+            for name, m in models.items()
+        }
+    return {
+        name: (lambda m=m: m.train_on_batch(x, y)) for name, m in models.items()
+    }
+
+
 # -- train step, loss on the last output only --------------------------------
 
 
@@ -502,14 +515,7 @@ def mixed(backend, repeats, shape=(64, 100, 128, 256)):
         for m in models.values():
             m.set_weights(own.get_weights())
         for mode in ("predict", "train"):
-            runners = {
-                name: (
-                    (lambda m=m: m.predict_on_batch(x))
-                    if mode == "predict"
-                    else (lambda m=m: m.train_on_batch(x, y))
-                )
-                for name, m in models.items()
-            }
+            runners = model_runners(models, mode, x, y)
             samples = {name: [] for name in runners}
             for run in runners.values():
                 run()
