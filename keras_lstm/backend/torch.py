@@ -1,5 +1,11 @@
 """PyTorch fused LSTM: torch's own kernel (oneDNN on CPU, cuDNN on CUDA)."""
 
+import contextlib
+import ctypes
+import functools
+import os
+import threading
+
 import torch
 
 from keras_lstm.backend import cpu
@@ -31,6 +37,10 @@ def _math_dtype(inputs) -> torch.dtype:
     bfloat16 units (1.5x on a train step here, AVX512-BF16); float16 (160x
     slower than float32 here), and bfloat16 elsewhere, compute in
     float32."""
+    if inputs.device.type == "cuda":
+        if inputs.dtype == torch.bfloat16 and not _cudnn_takes_bfloat16():
+            return torch.float32
+        return inputs.dtype
     if inputs.device.type != "cpu":
         return inputs.dtype
     name = str(inputs.dtype).removeprefix("torch.")
@@ -38,18 +48,86 @@ def _math_dtype(inputs) -> torch.dtype:
     return getattr(torch, math)
 
 
+def _cudnn_takes_bfloat16() -> bool:
+    """cuDNN's RNN takes bfloat16 from cuDNN 9.13 (torch's own check,
+    supportsBFloat16RNNWithCuDNN); before, torch runs bfloat16 through a
+    slow non-cuDNN path, so the kernel computes in float32 on cuDNN."""
+    return (torch.backends.cudnn.version() or 0) >= 91300
+
+
 def notes(inputs) -> tuple[str, ...]:
     notes = cpu.notes(
         str(inputs.dtype).removeprefix("torch."),
         str(_math_dtype(inputs)).removeprefix("torch."),
-        "this CPU has no fast path for it",
+        "this cuDNN has no bfloat16 LSTM (cuDNN 9.13 has)"
+        if inputs.device.type == "cuda"
+        else "this CPU has no fast path for it",
     )
+    if _flushes_denormals(inputs):
+        notes += (
+            "denormal floats are flushed to zero in the forward and "
+            "backward passes of the fused op, as XLA does on CPU (each "
+            "thread's own setting is restored after)",
+        )
+    if inputs.device.type == "cuda" and inputs.dtype == torch.float32:
+        if cudnn_rnn_tf32():
+            notes += (
+                "float32 runs as TF32 on cuDNN (torch's setting: "
+                "torch.backends.cudnn.allow_tf32 is True; set it to False, "
+                "or use keras_lstm.full_float32(), for full float32)",
+            )
     if torch.compiler.is_compiling():
         notes += (
             "torch.compile: the fused op runs outside the compiled graph "
             "(a graph break), since Dynamo cannot trace it",
         )
     return notes
+
+
+def cudnn_rnn_tf32() -> bool:
+    """Whether cuDNN's LSTM rounds float32 products to TF32: torch's own
+    setting (`torch.backends.cudnn.allow_tf32`, True by default; from
+    torch 2.9 also `torch.backends.cudnn.rnn.fp32_precision`)."""
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None:
+        return rnn.fp32_precision == "tf32"
+    return torch.backends.cudnn.allow_tf32
+
+
+@contextlib.contextmanager
+def full_float32():
+    """TF32 off for cuDNN and CUDA matmuls, torch's settings back after."""
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    try:
+        saved = [f.allow_tf32 for f in flags]
+    except RuntimeError:
+        # torch refuses to read the legacy flags once the newer
+        # fp32_precision ones disagree: set and restore those instead.
+        yield from _full_float32_by_precision()
+        return
+    for f in flags:
+        f.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for f, value in zip(flags, saved, strict=True):
+            f.allow_tf32 = value
+
+
+def _full_float32_by_precision():
+    flags = (
+        torch.backends.cuda.matmul,
+        torch.backends.cudnn.rnn,
+        torch.backends.cudnn.conv,
+    )
+    saved = [f.fp32_precision for f in flags]
+    for f in flags:
+        f.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for f, value in zip(flags, saved, strict=True):
+            f.fp32_precision = value
 
 
 def takes_mask(inputs) -> bool:
@@ -99,7 +177,7 @@ def _padding_feature(inputs, lengths):
 
 
 def _weights(kernel, recurrent_kernel, bias, padding_feature):
-    """Keras weights as torch's flat list: W_ih (4u, features), W_hh, b_ih,
+    """Keras weights as torch's list: W_ih (4u, features), W_hh, b_ih,
     b_hh, with the same gate order i, f, g, o; b_hh is zero since Keras has
     one bias."""
     w_ih = kernel.T
@@ -116,6 +194,26 @@ def _weights(kernel, recurrent_kernel, bias, padding_feature):
     return [w_ih, recurrent_kernel.T, bias, torch.zeros_like(bias)]
 
 
+def _flat_weights(directions, padding_feature):
+    """Every direction's `_weights` as views of one contiguous buffer, in
+    the order torch's flattened LSTM keeps them (per direction W_ih, W_hh,
+    b_ih, b_hh): cuDNN then takes the buffer as it is, where transposed
+    views made it fail ("view size is not compatible") and separate
+    tensors make torch copy them into a buffer of its own on every call,
+    with a warning. One copy of the weights per call, built here."""
+    pieces = [
+        w
+        for direction in directions
+        for w in _weights(*direction, padding_feature)
+    ]
+    flat = torch.cat([w.reshape(-1) for w in pieces])
+    views, start = [], 0
+    for w in pieces:
+        views.append(flat[start : start + w.numel()].view(w.shape))
+        start += w.numel()
+    return views
+
+
 def _run(inputs, h0, c0, weights, bidirectional):
     if inputs.device.type == "meta":
         # Meta tensors have shapes and no values. torch's LSTM op computes
@@ -127,17 +225,191 @@ def _run(inputs, h0, c0, weights, bidirectional):
             (batch, inputs.shape[1], directions * units)
         )
         return sequence, h0.new_empty(h0.shape), c0.new_empty(c0.shape)
-    return torch._VF.lstm(
-        inputs,
-        (h0, c0),
-        weights,
-        True,  # has_biases
-        1,  # num_layers
-        0.0,  # dropout
-        False,  # train (inter-layer dropout only; autograd works either way)
-        bidirectional,
-        True,  # batch_first
+    tensors = (inputs, h0, c0, *weights)
+    # Training mode whenever autograd records: cuDNN keeps the reserve
+    # space its backward needs only then ("cudnn RNN backward can only be
+    # called in training mode"); on CPU the results are the same.
+    train = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+    def op(inputs, h0, c0, *weights):
+        return torch._VF.lstm(
+            inputs,
+            (h0, c0),
+            list(weights),
+            True,  # has_biases
+            1,  # num_layers
+            0.0,  # dropout
+            train,
+            bidirectional,
+            True,  # batch_first
+        )
+
+    if not _flushes_denormals(inputs):
+        return op(*tensors)
+    if train:
+        return _FlushedBackward.apply(op, *tensors)
+    with flushed_denormals():
+        return op(*tensors)
+
+
+# Denormal floats (below 1.2e-38 in float32) appear as a long recurrence
+# decays, mostly in the backward pass. Intel CPUs take a microcode assist
+# for each: oneDNN's LSTM backward at 1,000 steps ran 12x slower than with
+# them flushed to zero (issue 19, a Cascade Lake Xeon). XLA flushes them in
+# its own threads; torch leaves the setting to the user (a per-thread CPU
+# flag with no getter), so the fused op sets it around its work, in the
+# calling thread and in the OpenMP threads torch computes on, and puts back
+# each thread's own setting after.
+_TINY, _ONE = 5e-324, 1.0  # the smallest double: zero once flushed
+# Setting it wakes every OpenMP thread twice a pass, tens of microseconds
+# that a small model's call feels; a decay into the denormal range takes
+# a long sequence (at 100 steps flushing changed nothing on that Xeon).
+FLUSH_FROM_STEPS = 128
+
+
+def _flushes_denormals(inputs) -> bool:
+    """Whether the fused op runs these inputs with denormals flushed."""
+    return (
+        inputs.device.type == "cpu"
+        and inputs.shape[1] >= FLUSH_FROM_STEPS
+        and _flush_supported()
     )
+
+
+def _flushes() -> bool:
+    """Whether the calling thread flushes denormals (a Python float
+    product runs under the thread's floating-point flags)."""
+    return _TINY * _ONE == 0.0
+
+
+@functools.cache
+def _flush_supported() -> bool:
+    """Whether torch can flush denormals on this CPU (x86 with DAZ) in
+    every thread it computes on (its OpenMP threads: flushing the calling
+    thread alone leaves the others' share slow)."""
+    if _openmp() is None:
+        return False
+    caller = _flushes()
+    supported = torch.set_flush_denormal(True)
+    torch.set_flush_denormal(caller)
+    return supported
+
+
+@functools.cache
+def _openmp():
+    """(GOMP_parallel, omp_get_thread_num) of the OpenMP runtime torch
+    computes with, or None where torch does not use libgomp: through
+    GOMP_parallel a function runs once on every thread of the calling
+    thread's team, the threads torch's next parallel op runs on."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    library = None
+    torch_dir = os.path.dirname(torch.__file__)
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                name = os.path.basename(path)
+                if path.startswith(torch_dir) and name.startswith("libgomp"):
+                    library = path
+                    break
+    except OSError:
+        pass
+    try:
+        runtime = ctypes.CDLL(library)  # None: the process's global symbols
+        parallel, thread_num = runtime.GOMP_parallel, runtime.omp_get_thread_num
+    except (OSError, AttributeError):
+        return None
+    parallel.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_uint] * 2
+    parallel.restype = None
+    thread_num.restype = ctypes.c_int
+    return parallel, thread_num
+
+
+_saved_flush = {}  # an OpenMP thread's own setting, by thread
+
+
+def _set_on_worker(flush):
+    """Runs on every thread of the team but the caller: flushes (and
+    remembers the thread's setting), or puts the setting back."""
+    if _openmp()[1]() == 0:
+        return
+    ident = threading.get_ident()
+    if flush:
+        _saved_flush[ident] = _flushes()
+        torch.set_flush_denormal(True)
+    else:
+        torch.set_flush_denormal(_saved_flush.pop(ident, False))
+
+
+_ON_WORKERS = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_set_on_worker)
+_depth = threading.local()
+
+
+def _on_workers(flush: bool):
+    runtime, threads = _openmp(), torch.get_num_threads()
+    if runtime is not None and threads > 1:
+        runtime[0](_ON_WORKERS, 1 if flush else None, threads, 0)
+
+
+@contextlib.contextmanager
+def flushed_denormals():
+    """Denormals flushed to zero in the calling thread and its OpenMP
+    threads; each thread's own setting back after. Nested uses are
+    free."""
+    if getattr(_depth, "value", 0):
+        yield
+        return
+    caller = _flushes()
+    torch.set_flush_denormal(True)
+    _on_workers(True)
+    _depth.value = 1
+    try:
+        yield
+    finally:
+        _depth.value = 0
+        _on_workers(False)
+        torch.set_flush_denormal(caller)
+
+
+class _FlushedBackward(torch.autograd.Function):
+    """`op(*tensors)` with denormals flushed in its forward pass and in its
+    backward pass, which autograd runs later: the op records its own graph
+    here, and the backward differentiates it inside the flushed scope."""
+
+    @staticmethod
+    def forward(ctx, op, *tensors):
+        with torch.enable_grad(), flushed_denormals():
+            leaves = [
+                t.detach().requires_grad_(t.requires_grad) for t in tensors
+            ]
+            outputs = op(*leaves)
+        ctx.leaves, ctx.outputs = leaves, outputs
+        return tuple(o.detach() for o in outputs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        leaves, outputs = ctx.leaves, ctx.outputs
+        pairs = [
+            (o, g) for o, g in zip(outputs, grads, strict=True) if g is not None
+        ]
+        wanted = [t for t in leaves if t.requires_grad]
+        with flushed_denormals():
+            found = iter(
+                torch.autograd.grad(
+                    [o for o, _ in pairs],
+                    wanted,
+                    [g for _, g in pairs],
+                    # Kept as long as the caller's graph (which holds this
+                    # node): a backward with retain_graph=True may come
+                    # again.
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+            )
+        return (None,) + tuple(
+            next(found) if t.requires_grad else None for t in leaves
+        )
 
 
 def _last_valid(sequence, lengths):
@@ -197,7 +469,7 @@ def _lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     padded = lengths is not None
     if padded:
         inputs = _padding_feature(inputs, lengths)
-    weights = _weights(kernel, recurrent_kernel, bias, padded)
+    weights = _flat_weights([(kernel, recurrent_kernel, bias)], padded)
     sequence, h, c = _run(inputs, h0[None], c0[None], weights, False)
     h, c = h[0], c[0]
     if padded:
@@ -231,11 +503,7 @@ def _lstm_bidirectional(inputs, lengths, forward, backward):
     padded = lengths is not None
     if padded:
         inputs = _padding_feature(inputs, lengths)
-    weights = [
-        w
-        for direction in (forward, backward)
-        for w in _weights(*direction[2:], padded)
-    ]
+    weights = _flat_weights([forward[2:], backward[2:]], padded)
     h0 = torch.stack([forward[0], backward[0]])
     c0 = torch.stack([forward[1], backward[1]])
     sequence, h, c = _run(inputs, h0, c0, weights, True)
