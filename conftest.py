@@ -53,6 +53,18 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _full_float32():
+    """Every test compares float32 numbers at full float32 precision: on a
+    GPU, cuDNN and the matmuls of the keras.ops path may otherwise round
+    float32 products to TF32 (each framework's default), errors near 1e-3
+    that would drown the suite's 1e-5. On CPU this changes nothing."""
+    import keras_lstm
+
+    with keras_lstm.full_float32():
+        yield
+
+
 # Property-based tests (tests/test_properties.py): a fixed, derandomized
 # profile in CI; KERAS_LSTM_HYPOTHESIS=long searches longer, at random.
 try:

@@ -1,6 +1,7 @@
 """keras_lstm: a drop-in keras.layers.LSTM, one semantics on every backend."""
 
 from keras_lstm import data
+from keras_lstm.backend import full_float32
 from keras_lstm.bidirectional import Bidirectional
 from keras_lstm.data import BucketedSequences
 from keras_lstm.dispatch import Plan
@@ -14,5 +15,6 @@ __all__ = [
     "Plan",
     "data",
     "explain",
+    "full_float32",
 ]
 __version__ = "0.2.0"

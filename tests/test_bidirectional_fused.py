@@ -19,7 +19,7 @@ import keras_lstm.backend
 from tests import helpers
 from tests.oracle import lstm_reference
 from tests.test_bidirectional import _oracle
-from tests.test_fused_parity import full_float32, grad, reference_mode
+from tests.test_fused_parity import grad, reference_mode
 
 BACKEND = keras.backend.backend()
 B, T, F, U = helpers.BATCH, helpers.TIMESTEPS, helpers.FEATURES, helpers.UNITS
@@ -27,12 +27,6 @@ MASK_KINDS = ["none", "right", "left", "holes", "full_row"]
 KERNELS = keras_lstm.backend.kernels
 # Where a bidirectional kernel runs on this (CPU) machine.
 FUSED_HERE = BACKEND == "torch"
-
-
-@pytest.fixture(autouse=True)
-def _full_float32():
-    with full_float32():
-        yield
 
 
 def _pair(seed, merge_mode="concat", **kwargs):

@@ -19,7 +19,7 @@ import keras_lstm
 import keras_lstm.backend
 from keras_lstm.dispatch import GENERIC
 from tests import helpers
-from tests.test_fused_parity import full_float32, spy_on_kernel
+from tests.test_fused_parity import spy_on_kernel
 
 BACKEND = keras.backend.backend()
 KERNELS = keras_lstm.backend.kernels
@@ -27,14 +27,6 @@ KERNELS = keras_lstm.backend.kernels
 needs_kernel = pytest.mark.skipif(
     KERNELS is None, reason=f"the {BACKEND} backend has no fused kernel"
 )
-
-
-@pytest.fixture(autouse=True)
-def _full_float32():
-    # The fit parity below compares float32 weights at 1e-5 (see
-    # full_float32 for why GPUs need this).
-    with full_float32():
-        yield
 
 
 def _layer(**kwargs):

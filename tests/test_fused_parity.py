@@ -30,51 +30,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@contextlib.contextmanager
-def full_float32():
-    """Turns TensorFloat-32 off while comparing float32 results.
-
-    On recent GPUs cuDNN (and the matmuls of the generic path) may round
-    float32 products to TF32 by default, errors near 1e-3 that would drown
-    the 1e-5 comparisons here. On CPU this changes nothing.
-    """
-    if BACKEND == "torch":
-        import torch
-
-        flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
-        saved = [f.allow_tf32 for f in flags]
-        for f in flags:
-            f.allow_tf32 = False
-        try:
-            yield
-        finally:
-            for f, value in zip(flags, saved, strict=True):
-                f.allow_tf32 = value
-    elif BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        saved = tf.config.experimental.tensor_float_32_execution_enabled()
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-        try:
-            yield
-        finally:
-            tf.config.experimental.enable_tensor_float_32_execution(saved)
-    elif BACKEND == "jax":
-        import jax
-
-        # jax.experimental.rnn takes TF32 unless the precision is HIGHEST.
-        with jax.default_matmul_precision("highest"):
-            yield
-    else:
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _full_float32():
-    with full_float32():
-        yield
-
-
 def grad(fn, tensors):
     """Gradients of the scalar `fn(*tensors)` with respect to each tensor.
 

@@ -10,7 +10,6 @@ import keras_lstm
 from tests import helpers
 from tests.oracle import lstm_reference
 from tests.test_fused_parity import (
-    full_float32,
     grad,
     layer_pair,
     loss_fn,
@@ -62,8 +61,7 @@ def expected(data):
 def test_forward_matches_the_oracle(data, layers, expected, path):
     x, _, mask = data
     layer = layers[0] if path == "fused" else layers[1]
-    with full_float32():
-        got = helpers.call_layer(layer, x, mask=mask)
+    got = helpers.call_layer(layer, x, mask=mask)
     helpers.assert_close(got, expected, rtol=TOL, atol=TOL)
 
 
@@ -75,10 +73,9 @@ def test_a_train_step_has_finite_gradients_equal_on_both_paths(
     rng = np.random.default_rng(1)
     cotangents = [rng.normal(size=e.shape) for e in expected]
     arguments = [x] + weights
-    with full_float32():
-        got = grad(loss_fn(fused, mask, cotangents, False), arguments)
-        # Compiled on JAX (not reference_mode's Python loop): one call.
-        want = grad(loss_fn(generic, mask, cotangents, False), arguments)
+    got = grad(loss_fn(fused, mask, cotangents, False), arguments)
+    # Compiled on JAX (not reference_mode's Python loop): one call.
+    want = grad(loss_fn(generic, mask, cotangents, False), arguments)
     for g, w in zip(got, want, strict=True):
         assert np.all(np.isfinite(g))
         np.testing.assert_allclose(g, w, rtol=TOL, atol=TOL * 10)

@@ -26,7 +26,6 @@ import keras_lstm
 from tests import helpers
 from tests.oracle import lstm_reference
 from tests.test_fused_parity import (
-    full_float32,
     grad,
     layer_pair,
     reference_mode,
@@ -173,19 +172,16 @@ def test_lstm_fused_generic_and_oracle_agree(case):
     fused, generic = layer_pair(
         weights, features=case["features"], units=case["units"], **options
     )
-    with full_float32():
-        got = helpers.call_layer(fused, x, initial_state=state, mask=mask)
-        with reference_mode():
-            generic_out = helpers.call_layer(
-                generic, x, initial_state=state, mask=mask
-            )
-        want = _oracle(case, x, weights, state, mask)
-        helpers.assert_close(_flat(got), want)
-        helpers.assert_close(_flat(generic_out), want)
-        arguments = [x] + (state or []) + weights
-        _compare_gradients(
-            fused, generic, arguments, mask, want, rng, helpers.ATOL
+    got = helpers.call_layer(fused, x, initial_state=state, mask=mask)
+    with reference_mode():
+        generic_out = helpers.call_layer(
+            generic, x, initial_state=state, mask=mask
         )
+    want = _oracle(case, x, weights, state, mask)
+    helpers.assert_close(_flat(got), want)
+    helpers.assert_close(_flat(generic_out), want)
+    arguments = [x] + (state or []) + weights
+    _compare_gradients(fused, generic, arguments, mask, want, rng, helpers.ATOL)
 
 
 @given(cases())
@@ -208,15 +204,14 @@ def test_bidirectional_fused_and_per_direction_generic_agree(case):
     for layer in (fused, generic):
         layer.build(shape)
         layer.set_weights(weights + weights)
-    with full_float32():
-        got = helpers.call_layer(fused, x, mask=mask)
-        with reference_mode():
-            want = helpers.to_numpy(helpers.call_layer(generic, x, mask=mask))
-        helpers.assert_close(got, want)
-        arguments = [x] + weights + weights
-        _compare_gradients(
-            fused, generic, arguments, mask, [want], rng, helpers.ATOL
-        )
+    got = helpers.call_layer(fused, x, mask=mask)
+    with reference_mode():
+        want = helpers.to_numpy(helpers.call_layer(generic, x, mask=mask))
+    helpers.assert_close(got, want)
+    arguments = [x] + weights + weights
+    _compare_gradients(
+        fused, generic, arguments, mask, [want], rng, helpers.ATOL
+    )
 
 
 def _float64_available():

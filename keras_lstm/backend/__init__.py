@@ -37,9 +37,15 @@ have `lstm_bidirectional(inputs, lengths, forward, backward)` where
 both directions' `(sequence, h, c)` as `lstm` would return them, the
 backward direction running over each row's valid steps in reverse.
 
+Each module also has `full_float32()`, a context manager in which float32
+runs at full precision on GPUs (TF32 off), the framework's own setting
+restored after; on CPU it changes nothing.
+
 Only the module of the active backend is imported, so `import keras_lstm`
 under JAX imports neither torch nor TensorFlow.
 """
+
+import contextlib
 
 import keras
 
@@ -53,4 +59,24 @@ elif _backend == "tensorflow":
 else:
     kernels = None
 
-__all__ = ["kernels"]
+
+def full_float32():
+    """A context manager: float32 math at full float32 precision on the
+    current backend's GPU (TensorFloat-32 off for cuDNN and matmuls), the
+    framework's own setting restored after. On CPU it changes nothing.
+
+    keras_lstm follows each framework's TF32 setting, as keras.layers.LSTM
+    does; use this where float32 results are compared (parity checks
+    across backends or kernels keep their 1e-5 on a GPU).
+
+    Example:
+
+    >>> with keras_lstm.full_float32():
+    ...     output = keras_lstm.LSTM(4)(np.zeros((2, 5, 3)))
+    """
+    if kernels is None:
+        return contextlib.nullcontext()
+    return kernels.full_float32()
+
+
+__all__ = ["full_float32", "kernels"]

@@ -1,6 +1,7 @@
 """JAX fused LSTM: cuDNN through jax.experimental.rnn on GPU, a compiled
 lax.scan elsewhere."""
 
+import contextlib
 import functools
 
 import jax
@@ -9,9 +10,11 @@ from jax.experimental import rnn
 
 from keras_lstm.backend import cpu
 
-_SCAN_DTYPES = ("float16", "bfloat16", "float32", "float64")
-# cuDNN's LSTM in jax.experimental.rnn: float32 (bfloat16 is refused there).
-_CUDNN_DTYPES = ("float32",)
+_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# cuDNN's LSTM in jax.experimental.rnn takes float32 only (its lowering
+# refuses 16-bit types, and float64 is not wired to the kernel): 16-bit
+# inputs compute in float32 there; float64 runs the scan on the GPU.
+_CUDNN_DTYPES = ("float16", "bfloat16", "float32")
 
 
 def _on_gpu() -> bool:
@@ -20,8 +23,12 @@ def _on_gpu() -> bool:
     return jax.default_backend() == "gpu"
 
 
+def _cudnn(inputs) -> bool:
+    return _on_gpu() and str(inputs.dtype) in _CUDNN_DTYPES
+
+
 def name(inputs) -> str:
-    return "jax-cudnn" if _on_gpu() else "jax-scan"
+    return "jax-cudnn" if _cudnn(inputs) else "jax-scan"
 
 
 def scan_runs_under_xla() -> bool:
@@ -39,28 +46,65 @@ def _math_dtype(inputs) -> str:
     than float32 here, benchmarks/ `--workloads mixed`, and about 2x on an
     AVX-512 Xeon with AMX): the scan computes in float32 there."""
     dtype = str(inputs.dtype)
+    if _cudnn(inputs):
+        return "float32"
     if _on_gpu():
         return dtype
     return cpu.math_dtype(dtype, fast_bfloat16=False)
 
 
 def notes(inputs) -> tuple[str, ...]:
-    return cpu.notes(
+    notes = cpu.notes(
         str(inputs.dtype),
         _math_dtype(inputs),
-        "XLA on CPU has no fast 16-bit path",
+        "jax.experimental.rnn's cuDNN LSTM takes float32 only"
+        if _cudnn(inputs)
+        else "XLA on CPU has no fast 16-bit path",
     )
+    if _cudnn(inputs) and _tf32():
+        notes += (
+            "float32 may run as TF32 on this GPU (JAX's default matmul "
+            "precision; jax.default_matmul_precision('highest'), or "
+            "keras_lstm.full_float32(), for full float32)",
+        )
+    return notes
+
+
+def _tf32() -> bool:
+    """Whether JAX's matmul precision leaves float32 free to run as TF32
+    (its default on GPUs with tensor cores)."""
+    precision = jax.config.jax_default_matmul_precision
+    return str(precision).lower() not in (
+        "highest",
+        "float32",
+        "precision.highest",
+    )
+
+
+def _cudnn_precision():
+    """The precision passed to cuDNN: HIGHEST (no TF32) or HIGH (TF32), as
+    JAX's matmul precision says. Passed explicitly: a "default" or
+    "bfloat16" matmul precision makes jax.experimental.rnn raise
+    ("bfloat16 support not implemented for LSTM"), and TF32 is the nearest
+    cuDNN has to it."""
+    return jax.lax.Precision.HIGH if _tf32() else jax.lax.Precision.HIGHEST
+
+
+@contextlib.contextmanager
+def full_float32():
+    """JAX's matmul precision at "highest" (no TF32), restored after."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 def takes_mask(inputs) -> bool:
     """The scan selects per step from a mask as cheaply as from lengths;
     cuDNN needs lengths."""
-    return not _on_gpu()
+    return not _cudnn(inputs)
 
 
 def unsupported(inputs) -> tuple[str, ...]:
-    dtypes = _CUDNN_DTYPES if _on_gpu() else _SCAN_DTYPES
-    if str(inputs.dtype) not in dtypes:
+    if str(inputs.dtype) not in _DTYPES:
         return (f"the {name(inputs)} kernel does not take {inputs.dtype}",)
     return ()
 
@@ -72,6 +116,11 @@ def bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]:
             "JAX has a fused bidirectional LSTM only on GPU (cuDNN, "
             "jax.experimental.rnn); here each direction runs its own "
             "jax-scan kernel",
+        )
+    if not _cudnn(inputs):
+        return (
+            f"jax.experimental.rnn's cuDNN LSTM does not take "
+            f"{inputs.dtype}; each direction runs its own jax-scan kernel",
         )
     return unsupported(inputs)
 
@@ -96,7 +145,7 @@ def pack_cudnn_weights(*directions):
     return jnp.concatenate(weights + biases)
 
 
-def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
+def _cudnn_lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     batch, timesteps, features = inputs.shape
     units = recurrent_kernel.shape[0]
     if lengths is None:
@@ -112,6 +161,7 @@ def _cudnn(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
         num_layers=1,
         dropout=0.0,
         bidirectional=False,
+        precision=_cudnn_precision(),
     )
     return sequence, h[0], c[0]
 
@@ -146,16 +196,17 @@ def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, sequence):
 
 
 def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence=True):
-    if _on_gpu():
-        # cuDNN makes the sequence anyway.
-        return _cudnn(inputs, h0, c0, valid, kernel, recurrent_kernel, bias)
-    if valid is not None and valid.ndim == 1:  # lengths: as a mask
-        valid = jnp.arange(inputs.shape[1])[None, :] < valid[:, None]
     dtype, math = inputs.dtype, _math_dtype(inputs)
     floats = [
         a.astype(math) for a in (inputs, h0, c0, kernel, recurrent_kernel, bias)
     ]
-    results = _scan(*floats[:3], valid, *floats[3:], sequence=sequence)
+    if _cudnn(inputs):
+        # cuDNN makes the sequence anyway.
+        results = _cudnn_lstm(*floats[:3], valid, *floats[3:])
+    else:
+        if valid is not None and valid.ndim == 1:  # lengths: as a mask
+            valid = jnp.arange(inputs.shape[1])[None, :] < valid[:, None]
+        results = _scan(*floats[:3], valid, *floats[3:], sequence=sequence)
     return tuple(None if r is None else r.astype(dtype) for r in results)
 
 
@@ -167,6 +218,10 @@ def lstm_bidirectional(inputs, lengths, forward, backward):
     Returns each direction's (sequence, h, c) as `lstm` would: the backward
     one over each row's valid steps in reverse, its sequence in that order.
     """
+    dtype = inputs.dtype
+    inputs = inputs.astype("float32")
+    forward = [a.astype("float32") for a in forward]
+    backward = [a.astype("float32") for a in backward]
     batch, timesteps, features = inputs.shape
     units = forward[0].shape[-1]
     if lengths is None:
@@ -183,6 +238,7 @@ def lstm_bidirectional(inputs, lengths, forward, backward):
         num_layers=1,
         dropout=0.0,
         bidirectional=True,
+        precision=_cudnn_precision(),
     )
     # cuDNN gives the backward outputs in input order: put them in the
     # backward direction's own order, row by row within its length.
@@ -190,4 +246,8 @@ def lstm_bidirectional(inputs, lengths, forward, backward):
     backward_sequence = jnp.take_along_axis(
         sequence[..., units:], source[..., None], axis=1
     )
-    return (sequence[..., :units], h[0], c[0]), (backward_sequence, h[1], c[1])
+    results = (
+        (sequence[..., :units], h[0], c[0]),
+        (backward_sequence, h[1], c[1]),
+    )
+    return tuple(tuple(r.astype(dtype) for r in d) for d in results)

@@ -1,6 +1,8 @@
 """TensorFlow fused LSTM: CudnnRNNV3 on GPU; elsewhere a while_loop with
 its backward pass written out, run as a graph (no compilation)."""
 
+import contextlib
+
 import tensorflow as tf
 
 # Whether a gradient tape is recording: chooses the inference form of the
@@ -43,11 +45,33 @@ def _math_dtype(inputs) -> str:
 
 
 def notes(inputs) -> tuple[str, ...]:
-    return cpu.notes(
+    notes = cpu.notes(
         inputs.dtype.name,
         _math_dtype(inputs),
         "this CPU has no fast path for it",
     )
+    if (
+        _on_gpu()
+        and inputs.dtype == tf.float32
+        and tf.config.experimental.tensor_float_32_execution_enabled()
+    ):
+        notes += (
+            "float32 may run as TF32 on this GPU (TensorFlow's setting: "
+            "tf.config.experimental.enable_tensor_float_32_execution(False), "
+            "or keras_lstm.full_float32(), for full float32)",
+        )
+    return notes
+
+
+@contextlib.contextmanager
+def full_float32():
+    """TensorFlow's TF32 execution off, its setting back after."""
+    saved = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(saved)
 
 
 def takes_mask(inputs) -> bool:
