@@ -183,6 +183,8 @@ def plan_bidirectional(
         )
     if inputs.shape[0 if forward.time_major else 1] == 0:
         reasons.append("the sequence has no steps")
+    if inputs.shape[1 if forward.time_major else 0] == 0:
+        reasons.append("the batch is empty")
     if not reasons:
         states = initial_state is not None or forward.stateful
         reasons.extend(

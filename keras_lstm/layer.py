@@ -535,10 +535,13 @@ class LSTM(keras.layers.Layer):
     def _loop(self, x, mask, h0, c0, recurrent_mask, seen, training, sequence):
         """Runs the chosen kernel: (sequence, h, c); with `sequence` False
         a loop kernel may give None for the sequence."""
-        if x.shape[1] == 0:
-            # No step to run (no kernel takes zero steps): the states stay
-            # the initial ones, as for a row whose steps are all masked.
-            empty = ops.zeros((ops.shape(x)[0], 0, self.units), x.dtype)
+        if x.shape[1] == 0 or x.shape[0] == 0:
+            # No step to run, or no row (no kernel takes zero steps, and
+            # cuDNN no empty batch): the states stay the initial ones, as
+            # for a row whose steps are all masked.
+            empty = ops.zeros(
+                (ops.shape(x)[0], ops.shape(x)[1], self.units), x.dtype
+            )
             return empty, h0, c0
         chosen = dispatch.plan(self, x, training)
         if chosen.reasons:

@@ -104,6 +104,25 @@ def test_an_empty_batch(use_cudnn):
     assert [tuple(o.shape) for o in outputs] == [(0, 5, U), (0, U), (0, U)]
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_an_empty_batch_calls_no_kernel(monkeypatch, masked):
+    # cuDNN takes no empty batch (JAX's failed on a GPU): the layer answers
+    # it without a kernel, as it does zero timesteps.
+    from tests.test_fused_parity import spy_on_kernel
+
+    if keras_lstm.backend.kernels is None:
+        pytest.skip("no fused kernel on this backend")
+    calls = spy_on_kernel(monkeypatch)
+    mask = np.zeros((0, 5), bool) if masked else None
+    x = np.zeros((0, 5, F), "float32")
+    layer = _layer("auto", return_sequences=True, return_state=True)
+    outputs = helpers.call_layer(layer, x, mask=mask)
+    assert [tuple(o.shape) for o in outputs] == [(0, 5, U), (0, U), (0, U)]
+    both = keras_lstm.Bidirectional(keras_lstm.LSTM(U, return_sequences=True))
+    assert tuple(both(x, mask=mask).shape) == (0, 5, 2 * U)
+    assert calls == []
+
+
 @PATHS
 @pytest.mark.parametrize("units", [1, U])
 @pytest.mark.parametrize("timesteps", [1, 2])

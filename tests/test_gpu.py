@@ -18,7 +18,6 @@ from tests import helpers
 from tests.test_fused_parity import (
     check_gradients,
     forward,
-    full_float32,
     grad,
     layer_pair,
     spy_on_kernel,
@@ -37,12 +36,6 @@ GPU_TOL = 1e-4
 
 only_jax = pytest.mark.skipif(BACKEND != "jax", reason="JAX cuDNN layout")
 only_torch = pytest.mark.skipif(BACKEND != "torch", reason="torch kernel")
-
-
-@pytest.fixture(autouse=True)
-def _full_float32():
-    with full_float32():
-        yield
 
 
 # ---------------------------------------------------------------------------
@@ -247,6 +240,222 @@ def test_jax_cudnn_path_on_reference_rnn_matches_generic(
     helpers.assert_close(actual, expected)
     rng = np.random.default_rng(6)
     check_gradients(fused, generic, x, [h0, c0], weights, mask, expected, rng)
+
+
+def _float32_only_rnn_lstm(*args, precision=None, **kwargs):
+    """jax.experimental.rnn.lstm's contract as cuDNN enforces it: float32
+    only, and a precision of HIGH or HIGHEST (its "default"/bfloat16
+    precision raises NotImplementedError)."""
+    import jax
+
+    assert all(str(a.dtype) == "float32" for a in args[:4]), [
+        a.dtype for a in args[:4]
+    ]
+    assert precision in (jax.lax.Precision.HIGH, jax.lax.Precision.HIGHEST)
+    _PRECISIONS.append(precision)
+    return _reference_rnn_lstm(*args, **kwargs)
+
+
+_PRECISIONS = []
+
+
+@only_jax
+@pytest.mark.parametrize(
+    "policy", ["mixed_float16", "mixed_bfloat16", "float64"]
+)
+def test_jax_cudnn_takes_16_bit_as_float32_and_float64_on_the_scan(
+    monkeypatch, policy
+):
+    # On a GPU, 16-bit inputs run cuDNN in float32 (not the keras.ops
+    # scan) and give the compute dtype back; float64 runs the jax-scan
+    # kernel there. explain() says so.
+    import jax
+    from jax.experimental import rnn
+
+    from keras_lstm.backend import jax as jax_kernels
+
+    if policy == "float64" and not jax.config.jax_enable_x64:
+        pytest.skip("float64 needs jax_enable_x64")
+    monkeypatch.setattr(jax_kernels, "_on_gpu", lambda: True)
+    monkeypatch.setattr(rnn, "lstm", _float32_only_rnn_lstm)
+    x, kernel, recurrent_kernel, bias, h0, c0 = _jax_problem(9)
+    weights = [kernel, recurrent_kernel, bias]
+    fused, generic = layer_pair(
+        weights, return_sequences=True, return_state=True, dtype=policy
+    )
+    compute = fused.compute_dtype
+    plan = keras_lstm.explain(fused, x)
+    if compute == "float64":
+        assert plan.kernel == "jax-scan" and plan.notes == ()
+    else:
+        assert plan.kernel == "jax-cudnn"
+        assert plan.notes[0].startswith(
+            f"computes in float32 and returns {compute}"
+        )
+    calls = spy_on_kernel(monkeypatch)
+    mask = helpers.make_mask("holes")
+    outputs = helpers.call_layer(fused, x, [h0, c0], mask=mask)
+    assert len(calls) == 1
+    assert {str(o.dtype) for o in outputs} == {compute}
+    tol = 1e-5 if compute == "float64" else 2e-2
+    helpers.assert_close(
+        helpers.to_numpy(outputs),
+        forward(generic, x, [h0, c0], mask),
+        rtol=tol,
+        atol=tol,
+    )
+
+
+@only_jax
+def test_jax_cudnn_precision_follows_jax_and_never_bfloat16(monkeypatch):
+    import jax
+    from jax.experimental import rnn
+
+    from keras_lstm.backend import jax as jax_kernels
+
+    monkeypatch.setattr(jax_kernels, "_on_gpu", lambda: True)
+    monkeypatch.setattr(rnn, "lstm", _float32_only_rnn_lstm)
+    x, kernel, recurrent_kernel, bias, _, _ = _jax_problem(10)
+    layer = helpers.built_layer(
+        keras_lstm.LSTM, [kernel, recurrent_kernel, bias]
+    )
+    _PRECISIONS.clear()
+    # The suite runs at "highest" (conftest.py): no TF32.
+    assert not any("TF32" in n for n in keras_lstm.explain(layer, x).notes)
+    layer(x)
+    for precision in ("bfloat16", "default", "tensorfloat32"):
+        with jax.default_matmul_precision(precision):
+            assert any("TF32" in n for n in keras_lstm.explain(layer, x).notes)
+            layer(x)
+    assert (
+        _PRECISIONS
+        == [jax.lax.Precision.HIGHEST] + [jax.lax.Precision.HIGH] * 3
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_gpu_mixed_precision_runs_the_cudnn_kernel(monkeypatch, policy):
+    rng = np.random.default_rng(11)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    fused, generic = layer_pair(
+        weights, return_sequences=True, return_state=True, dtype=policy
+    )
+    assert keras_lstm.explain(fused, x).kernel == GPU_KERNELS[BACKEND]
+    calls = spy_on_kernel(monkeypatch)
+    mask = helpers.make_mask("right")
+    actual = forward(fused, x, mask=mask)
+    assert len(calls) == 1
+    helpers.assert_close(
+        actual, forward(generic, x, mask=mask), rtol=3e-2, atol=3e-2
+    )
+
+
+@pytest.mark.gpu
+def test_gpu_bidirectional_matches_per_direction_generic(monkeypatch):
+    rng = np.random.default_rng(12)
+    x = helpers.random_inputs(rng)
+    mask = helpers.make_mask("holes")
+    fused = keras_lstm.Bidirectional(
+        keras_lstm.LSTM(helpers.UNITS, return_sequences=True)
+    )
+    generic = keras_lstm.Bidirectional(
+        keras_lstm.LSTM(helpers.UNITS, return_sequences=True, use_cudnn=False)
+    )
+    fused.build(x.shape)
+    generic.build(x.shape)
+    generic.set_weights(fused.get_weights())
+    plan = keras_lstm.explain(fused, x, mask=mask)
+    if BACKEND != "tensorflow":
+        assert plan.kernel == GPU_KERNELS[BACKEND] + "-bidirectional"
+    helpers.assert_close(
+        helpers.call_layer(fused, x, mask=mask),
+        forward(generic, x, mask=mask),
+        rtol=GPU_TOL,
+        atol=GPU_TOL,
+    )
+
+
+@pytest.mark.gpu
+def test_gpu_fit_save_and_load(tmp_path):
+    rng = np.random.default_rng(13)
+    x = helpers.random_inputs(rng, batch=32)
+    y = rng.normal(size=(32, 1)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input(x.shape[1:]),
+            keras.layers.Masking(),
+            keras_lstm.LSTM(8, return_sequences=True),
+            keras_lstm.LSTM(4),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse")
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+@pytest.mark.gpu
+def test_gpu_empty_batch_and_short_sequences():
+    layer = keras_lstm.LSTM(
+        helpers.UNITS, return_sequences=True, return_state=True
+    )
+    for shape in [(0, 5), (4, 0), (4, 1), (1, 1)]:
+        x = np.zeros(shape + (helpers.FEATURES,), "float32")
+        outputs = helpers.call_layer(layer, x)
+        assert tuple(outputs[0].shape) == shape + (helpers.UNITS,)
+    mask = np.zeros((4, 5), bool)  # every row fully masked
+    x = np.ones((4, 5, helpers.FEATURES), "float32")
+    out, h, c = helpers.call_layer(layer, x, mask=mask)
+    assert not helpers.to_numpy(out).any() and not helpers.to_numpy(h).any()
+
+
+@pytest.mark.gpu
+def test_gpu_float32_runs_as_tf32_only_where_the_framework_says():
+    # Outside keras_lstm.full_float32() each framework's own default
+    # holds; explain() says when float32 runs as TF32.
+    layer = keras_lstm.LSTM(4)
+    x = np.zeros((2, 5, 3), "float32")
+    with keras_lstm.full_float32():
+        assert not any("TF32" in n for n in keras_lstm.explain(layer, x).notes)
+
+
+@pytest.mark.gpu
+@only_torch
+def test_gpu_torch_warns_nothing_and_trains(recwarn):
+    import torch
+
+    rng = np.random.default_rng(14)
+    x = helpers.random_inputs(rng)
+    layer = keras_lstm.LSTM(helpers.UNITS, return_sequences=True)
+    out = layer(x)
+    out.sum().backward()
+    assert layer.cell.kernel.value.grad is not None
+    messages = [str(w.message) for w in recwarn]
+    assert not any("contiguous chunk" in m for m in messages), messages
+    with torch.no_grad():
+        layer(x)
+
+
+@pytest.mark.gpu
+@only_torch
+def test_gpu_torch_compile_train_step():
+    rng = np.random.default_rng(15)
+    x = helpers.random_inputs(rng, batch=16)
+    y = rng.normal(size=(16, 1)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input(x.shape[1:]), keras_lstm.LSTM(8), keras.layers.Dense(1)]
+    )
+    model.compile("sgd", "mse", jit_compile=True)
+    losses = [float(model.train_on_batch(x, y)) for _ in range(3)]
+    assert np.isfinite(losses).all()
 
 
 # ---------------------------------------------------------------------------
