@@ -1,5 +1,11 @@
 """keras_lstm: a drop-in keras.layers.LSTM, one semantics on every backend."""
 
+# Before keras: `python -m keras_lstm` and `keras-lstm` import this package
+# first, and keras without its backend would end them in a traceback; the
+# command line's checks (keras_lstm/cli.py) run here, a no-op on import.
+from keras_lstm import _preflight  # noqa: F401
+
+# isort: split
 from keras_lstm import data
 from keras_lstm.backend import full_float32
 from keras_lstm.bidirectional import Bidirectional

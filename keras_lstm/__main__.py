@@ -1,7 +1,7 @@
-"""Command line: `python -m keras_lstm demo|bench|parity` (also the
-`keras-lstm` script)."""
+"""Command line: `python -m keras_lstm demo|bench|parity|doctor` (also the
+`keras-lstm` script). The parser lives in keras_lstm/cli.py, which answers
+`--help` and `--version` without importing keras."""
 
-import argparse
 import itertools
 import os
 import subprocess
@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 
-BACKENDS = ("tensorflow", "jax", "torch")
+from keras_lstm import cli
+
+BACKENDS = cli.BACKENDS
 
 
 def _majority_task(samples: int, max_len: int, rng: np.random.Generator):
@@ -160,51 +162,8 @@ def parity(model_path, backends, inputs_path, atol, batch, timesteps) -> int:
 
 
 def main(argv=None) -> int:
-    from keras_lstm import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="keras-lstm", description="keras_lstm command line."
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"keras_lstm {__version__}"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser(
-        "demo", help="train a small masked LSTM on a synthetic task"
-    )
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--samples", type=int, default=2048)
-    p.add_argument("--max-len", type=int, default=21)
-    p.add_argument("--seed", type=int, default=0)
-    commands.add_parser(
-        "bench",
-        add_help=False,
-        help="side-by-side timings: keras.layers.LSTM, keras_lstm.LSTM, "
-        "torch.nn.LSTM (see `bench --help`)",
-    )
-    p = commands.add_parser(
-        "parity",
-        help="run a .keras model on several backends and compare outputs",
-    )
-    p.add_argument("model", help="a .keras file (any Keras model)")
-    p.add_argument(
-        "--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS
-    )
-    p.add_argument(
-        "--inputs",
-        help=".npz with input_0, input_1, ... "
-        "(default: random inputs of the model's shapes)",
-    )
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument(
-        "--batch", type=int, default=4, help="batch size of random inputs"
-    )
-    p.add_argument(
-        "--timesteps",
-        type=int,
-        default=8,
-        help="unknown non-batch axes of random inputs",
-    )
+    """Runs one command; returns its exit status."""
+    parser = cli.build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         from keras_lstm import benchmark
@@ -226,6 +185,16 @@ def main(argv=None) -> int:
             args.atol,
             args.batch,
             args.timesteps,
+        )
+    elif args.command == "doctor":
+        from keras_lstm import doctor
+
+        return doctor.run(
+            atol=args.atol,
+            run_check=not args.no_check,
+            json_path=args.json,
+            seed=args.seed,
+            cases=[c for c in doctor.CASES if c.mask in args.masks],
         )
     return 0
 

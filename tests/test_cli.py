@@ -1,11 +1,18 @@
-"""The command line: `python -m keras_lstm demo` on the current backend."""
+"""The command line: `python -m keras_lstm demo` on the current backend, its
+help and its message when Keras's backend is missing, and `.ci/gpu`."""
 
+import argparse
+import importlib.util
 import os
+import pathlib
 import re
 import subprocess
 import sys
 
 import keras
+import pytest
+
+from keras_lstm import cli
 
 
 def test_demo_trains_and_reports_accuracy():
@@ -59,3 +66,134 @@ def test_version_and_help():
     ).stdout
     assert "demo" in help_text and "parity" in help_text
     assert "_parity_worker" not in help_text  # internal
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Imported first by the interpreter (PYTHONPATH), it makes one package
+# unimportable, as on a machine where it is not installed.
+HIDE = """
+import sys
+
+
+class _Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name == {name!r} or name.startswith({name!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _Hide())
+"""
+
+
+def _run_without(module, args, tmp_path, **env):
+    (tmp_path / "sitecustomize.py").write_text(HIDE.format(name=module))
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KERAS_BACKEND", "KERAS_HOME")
+    }
+    environ.update(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
+        HOME=str(tmp_path),  # no ~/.keras/keras.json
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "keras_lstm", *args],
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["doctor"]])
+def test_without_the_default_backend_says_how_to_pick_one(tmp_path, args):
+    # No KERAS_BACKEND, no keras.json, no TensorFlow: Keras's default
+    # backend is missing, and the command says so instead of a traceback.
+    result = _run_without("tensorflow", args, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr
+    assert "Traceback" not in message
+    assert "tensorflow is not installed" in message
+    installed = [b for b in ("jax", "torch") if importlib.util.find_spec(b)]
+    if installed:
+        assert f"Installed backends: {', '.join(installed)}." in message
+        assert f"KERAS_BACKEND={installed[0]} python -m keras_lstm" in message
+    else:
+        assert "No backend is installed" in message
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--help"], "doctor"),
+        (["--version"], "keras_lstm "),
+        (["doctor", "--help"], "--no-check"),
+        (["parity", "--help"], "--backends"),
+    ],
+)
+def test_help_and_version_do_not_import_keras(tmp_path, args, expected):
+    result = _run_without(
+        "keras", args, tmp_path, KERAS_BACKEND=keras.backend.backend()
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout
+
+
+def _actions(parser):
+    for action in parser._actions:
+        yield parser.prog, action
+        if isinstance(action, argparse._SubParsersAction):
+            yield from ((parser.prog, a) for a in action._choices_actions)
+            for sub in action.choices.values():
+                yield from _actions(sub)
+
+
+def test_every_option_has_help():
+    parser = cli.build_parser()
+    missing = [
+        f"{prog}: {action.dest}"
+        for prog, action in _actions(parser)
+        if not isinstance(action, argparse._HelpAction)
+        and (not action.help or action.help == argparse.SUPPRESS)
+    ]
+    assert not missing
+    commands = {a.dest for _, a in _actions(parser) if a.dest}
+    assert {"demo", "bench", "parity", "doctor"} <= commands
+
+
+@pytest.mark.parametrize(
+    "orig_argv, module",
+    [
+        (["python", "-m", "keras_lstm", "--help"], "keras_lstm"),
+        (["python", "-u", "-W", "ignore", "-m", "keras_lstm"], "keras_lstm"),
+        (["python", "-Xfrozen_modules=off", "-um", "keras_lstm"], "keras_lstm"),
+        (["python", "-mkeras_lstm.__main__"], "keras_lstm.__main__"),
+        (["python", "-m", "pytest", "-m", "keras_lstm"], "pytest"),
+        (["python", "script.py", "-m", "keras_lstm"], None),
+        (["python", "-c", "import keras_lstm"], None),
+    ],
+)
+def test_the_module_run_with_dash_m(orig_argv, module):
+    assert cli._module_of(orig_argv) == module
+
+
+def test_ci_gpu_script_parses_and_has_help():
+    script = ROOT / ".ci" / "gpu"
+    assert os.access(script, os.X_OK)
+    subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+    result = subprocess.run(
+        [str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    for option in ("--wheels", "--logs", "--allow-cpu", "--pytest-args"):
+        assert option in result.stdout
+    wrong = subprocess.run(
+        [str(script), "--frobnicate"], capture_output=True, timeout=30
+    )
+    assert wrong.returncode == 2
