@@ -11,7 +11,13 @@ right-padded (torch.nn.LSTM packs the sequence) and random holes
 (torch.nn.LSTM has no equivalent). The workloads (keras_lstm/workloads.py):
 the train step with the loss on the last output only, dynamic padding,
 first call, greedy decoding, fit with validation, mixed precision,
-jit_compile and long sequences.
+jit_compile and long sequences; and the layer level ("layer": the layer
+called on device tensors, forward and forward+backward).
+
+Everything runs where each backend computes: on a GPU where Keras sees one
+(the device is named in the output), with torch.nn.LSTM on CUDA wherever
+torch sees it; torch's timings end with torch.cuda.synchronize. The shape
+xlarge (256, 200, 512, 1024) runs on a GPU only.
 
     python benchmarks/bench_lstm.py                      # everything
     python benchmarks/bench_lstm.py --backends torch --shapes main
@@ -34,31 +40,46 @@ import importlib
 import importlib.util
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
+import traceback
 
+from keras_lstm import bench_util
 from keras_lstm import workloads as workloads_lib
 
-SHAPES = {  # batch, timesteps, features, units
-    "small": (16, 20, 32, 64),
-    "main": (64, 100, 128, 256),
-    "large": (128, 100, 256, 512),
-}
-MASKS = ("none", "right", "holes")
+# Also the names benchmarks/*.py and older scripts import from here.
+from keras_lstm.bench_util import (  # noqa: F401
+    ALL_SHAPES,
+    GPU_SHAPES,
+    MASKS,
+    SHAPES,
+    cpu,
+    time_alternating,
+)
+
 MODES = ("predict", "train")
+_EPILOG = """\
+workloads:
+  steady      model level: predict_on_batch / train_on_batch per shape and
+              mask (none, right-padded, holes)
+  layer       layer level: the layer called on device tensors, forward and
+              forward+backward (JAX jitted, TensorFlow tf.function, torch
+              eager), per shape and mask; default shapes main large xlarge
+  last, dynamic, first_call, decode, fit, mixed, jit, long: see
+              keras_lstm/workloads.py
 
-
-def _masks(batch, timesteps, rng):
-    import numpy as np
-
-    lengths = rng.integers(timesteps // 2, timesteps + 1, size=batch)
-    lengths[0] = timesteps
-    right = np.arange(timesteps)[None, :] < lengths[:, None]
-    holes = rng.random((batch, timesteps)) > 0.3
-    holes[:, 0] = True
-    return {"none": None, "right": right, "holes": holes}
+devices:
+  Each backend's process runs Keras on that backend's default device: a GPU
+  where it sees one (torch.cuda, jax.default_backend() == "gpu", TensorFlow
+  GPUs), else the CPU; torch.nn.LSTM runs on CUDA wherever torch sees it
+  (--no-torch-nn leaves it out). Timings wait for the device:
+  torch.cuda.synchronize(), JAX's block_until_ready, NumPy results of
+  predict_on_batch / train_on_batch. The header and every table name the
+  device. Shapes in GPU_SHAPES
+  (xlarge) are skipped on a CPU. Peak memory (long) is the resident set on
+  a CPU and the allocator's peak on a GPU. Backends not installed are
+  skipped; a workload that fails gives a "(failed)" row and the exit status
+  1, and the others still run.
+"""
 
 
 def _layer(contender, units, bidirectional):
@@ -95,28 +116,22 @@ def _keras_model(contender, batch, timesteps, features, units, masked, bidi):
 def _torch_runners(lstm, x, y, mask_kind, mask):
     torch = importlib.import_module("torch")  # optional: the torch.nn column
 
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    # On CUDA wherever torch sees it (bench_util.torch_device).
+    lstm = workloads_lib.to_device(lstm)
+    x, y = workloads_lib.tensors(x, y)
     optimizer = torch.optim.SGD(lstm.parameters(), lr=1e-3)
-    pack = torch.nn.utils.rnn.pack_padded_sequence
-    unpack = torch.nn.utils.rnn.pad_packed_sequence
     lengths = None
     if mask_kind == "right":
-        lengths = torch.from_numpy(mask.sum(1))
-
-    def forward():
-        if lengths is None:
-            return lstm(x)[0]
-        packed = pack(x, lengths, batch_first=True, enforce_sorted=False)
-        out = lstm(packed)[0]
-        return unpack(out, batch_first=True, total_length=x.shape[1])[0]
+        lengths = torch.from_numpy(mask.sum(1))  # on the CPU, as torch wants
+    forward = workloads_lib.torch_forward(lstm, lengths, x.shape[1])
 
     def predict():
         with torch.no_grad():
-            return forward()
+            return forward(x)
 
     def train():
         optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(forward(), y)
+        loss = torch.nn.functional.mse_loss(forward(x), y)
         loss.backward()
         optimizer.step()
         return loss
@@ -124,28 +139,17 @@ def _torch_runners(lstm, x, y, mask_kind, mask):
     return {"predict": predict, "train": train}
 
 
-def time_alternating(runners, repeats):
-    """Median ms of each runner; runners alternate within every repeat."""
-    import numpy as np
-
-    for run in runners.values():  # warm-up: compile, allocate
-        run()
-        run()
-    times = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def run_backend(shapes, repeats, bidirectional=False):
-    """Times every contender on the current backend; returns result rows."""
-    has_torch = importlib.util.find_spec("torch") is not None
-    if has_torch:
+    """Times every contender on the current backend; returns result rows.
+
+    Keras models run on the backend's default device; predict_on_batch
+    and train_on_batch return NumPy, so their timings include the device's
+    work. Shapes in GPU_SHAPES are skipped on a CPU.
+    """
+    if importlib.util.find_spec("torch") is not None:
         # Before TensorFlow: the other order can crash.
         importlib.import_module("torch").manual_seed(0)
+    has_torch = bench_util.torch_module() is not None  # the torch.nn column
     import keras
     import numpy as np
 
@@ -155,14 +159,18 @@ def run_backend(shapes, repeats, bidirectional=False):
     contenders = ["keras", "keras_lstm"]
     if bidirectional:
         contenders.insert(1, "per direction")
+    on_gpu = bench_util.device(keras.backend.backend())[1]
     rows = []
     for shape_name in shapes:
-        batch, timesteps, features, units = SHAPES[shape_name]
+        if shape_name in GPU_SHAPES and not on_gpu:
+            print(f"steady: {shape_name} skipped (GPU only)", file=sys.stderr)
+            continue
+        batch, timesteps, features, units = ALL_SHAPES[shape_name]
         rng = np.random.default_rng(0)
         x = rng.normal(size=(batch, timesteps, features)).astype("float32")
         outputs = units * (2 if bidirectional else 1)
         y = rng.normal(size=(batch, timesteps, outputs)).astype("float32")
-        masks = _masks(batch, timesteps, rng)
+        masks = bench_util.masks(batch, timesteps, rng)
         for mask_kind in MASKS:
             mask = masks[mask_kind]
             masked = mask is not None
@@ -214,28 +222,14 @@ def run_backend(shapes, repeats, bidirectional=False):
     return rows
 
 
-def cpu() -> str:
-    """The CPU's model and vector extensions: ratios differ between them."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    names = {
-        "avx2": "AVX2",
-        "avx512f": "AVX-512",
-        "avx512_bf16": "AVX512-BF16",
-        "amx_tile": "AMX",
-        "asimd": "NEON",
-    }
-    found = [label for flag, label in names.items() if flag in flags]
-    return f"{model} ({', '.join(found) or 'no AVX2'}), {os.cpu_count()} cores"
+def _device_cell(r):
+    """Where the row ran: Keras' device, and torch.nn.LSTM's where it
+    differs and the row has it."""
+    cell = r.get("device", "-")
+    torch_device = r.get("torch.nn device")
+    if "torch.nn" in r and torch_device and torch_device != cell:
+        cell += f" (torch.nn: {torch_device})"
+    return cell
 
 
 def _workload_table(rows):
@@ -247,12 +241,12 @@ def _workload_table(rows):
         "torch.nn",
     ]
     names = [n for n in names if any(n in r for r in rows)]
-    header = "| backend | workload | " + " | ".join(names)
+    header = "| backend | device | workload | " + " | ".join(names)
     header += " | keras / keras_lstm | note |"
-    lines = [header, "|" + "---|" * (4 + len(names))]
+    lines = [header, "|" + "---|" * (5 + len(names))]
     for r in rows:
         unit = r["unit"]
-        cells = [r["backend"], r["workload"]]
+        cells = [r["backend"], _device_cell(r), r["workload"]]
         cells += [
             f"{r[n]:.{3 if unit == 's' else 1}f} {unit}" if n in r else "-"
             for n in names
@@ -265,7 +259,7 @@ def _workload_table(rows):
     return "\n".join(lines)
 
 
-def plot(steady_rows, workload_rows, path):
+def plot(steady_rows, workload_rows, path, title="keras_lstm speed-up"):
     """keras / keras_lstm for every row, as horizontal bars (needs
     matplotlib: pip install "keras_lstm[plot]")."""
     try:
@@ -279,7 +273,10 @@ def plot(steady_rows, workload_rows, path):
 
     labels, ratios = [], []
     for r in steady_rows:
-        labels.append(f"{r['backend']} {r['shape']} {r['mode']} {r['mask']}")
+        level = "layer " if r.get("level") == "layer" else ""
+        labels.append(
+            f"{r['backend']} {level}{r['shape']} {r['mode']} {r['mask']}"
+        )
         ratios.append(r["keras"] / r["keras_lstm"])
     for r in workload_rows:
         if "keras" in r and "keras_lstm" in r:
@@ -292,7 +289,7 @@ def plot(steady_rows, workload_rows, path):
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("keras.layers.LSTM time / keras_lstm.LSTM time (>1: faster)")
-    ax.set_title(f"keras_lstm speed-up, {cpu()}", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -300,12 +297,13 @@ def plot(steady_rows, workload_rows, path):
 def _table(rows):
     names = ["keras", "per direction", "keras_lstm", "torch.nn"]
     names = [n for n in names if any(n in r for r in rows)]
-    header = "| backend | shape | mode | mask | kernel | "
+    header = "| backend | device | shape | mode | mask | kernel | "
     header += " | ".join(f"{n} ms" for n in names)
     header += " | keras / keras_lstm | keras_lstm / torch.nn |"
-    lines = [header, "|" + "---|" * (7 + len(names))]
+    lines = [header, "|" + "---|" * (8 + len(names))]
     for r in rows:
-        cells = [r["backend"], r["shape"], r["mode"], r["mask"], r["kernel"]]
+        cells = [r["backend"], _device_cell(r), r["shape"], r["mode"]]
+        cells += [r["mask"], r["kernel"]]
         cells += [f"{r[n]:.1f}" if n in r else "-" for n in names]
         cells.append(f"{r['keras'] / r['keras_lstm']:.2f}x")
         torch_ms = r.get("torch.nn")
@@ -314,15 +312,62 @@ def _table(rows):
     return "\n".join(lines)
 
 
+def _worker(args):
+    """In a process on one backend: its rows, with where they ran."""
+    import keras
+
+    backend = keras.backend.backend()
+    device, _ = bench_util.device(backend)
+    torch_device = bench_util.torch_device_name()
+    print(
+        f"{backend}: Keras on {device}; "
+        f"torch.nn.LSTM on {torch_device or '- (not timed)'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    rows = []
+    if "steady" in args.workloads:
+        try:
+            rows = run_backend(
+                args.shapes or list(ALL_SHAPES),
+                args.repeats,
+                args.bidirectional,
+            )
+        except Exception as error:  # one failure must not lose the rest
+            traceback.print_exc()
+            rows = [workloads_lib.error_row(backend, "steady", error)]
+    others = [w for w in args.workloads if w != "steady"]
+    rows += workloads_lib.run(backend, others, args.repeats, args.shapes)
+    for row in rows:
+        row["device"] = device
+        if torch_device:
+            row["torch.nn device"] = torch_device
+    print(
+        json.dumps(
+            {"device": device, "torch.nn device": torch_device, "rows": rows}
+        )
+    )
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="keras-lstm bench", description=__doc__.split("\n")[0]
+        prog="keras-lstm bench",
+        description=__doc__.split("\n")[0],
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--backends", nargs="+", default=["tensorflow", "jax", "torch"]
     )
     parser.add_argument(
-        "--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES)
+        "--shapes",
+        nargs="+",
+        choices=list(ALL_SHAPES),
+        help="batch, timesteps, features, units: "
+        + ", ".join(f"{k} {v}" for k, v in ALL_SHAPES.items())
+        + " (GPU only). Default: all for steady (xlarge on a GPU only); "
+        "main large xlarge for layer",
     )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--json", help="also write the rows to this file")
@@ -336,63 +381,84 @@ def main(argv=None):
         nargs="+",
         default=["steady", *workloads_lib.WORKLOADS],
         choices=["steady", *workloads_lib.WORKLOADS],
-        help="what to time (default: all); 'steady' is the shapes table",
+        help="what to time (default: all); 'steady' is the model-level "
+        "shapes table, 'layer' the layer-level one (see below)",
     )
     parser.add_argument(
         "--plot", help="also draw keras / keras_lstm per row to this PNG"
+    )
+    parser.add_argument(
+        "--no-torch-nn",
+        action="store_true",
+        help="leave the torch.nn.LSTM column out (e.g. where torch cannot "
+        "share the GPU with JAX or TensorFlow in one process)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bidirectional:
         args.workloads = ["steady"]
+    if args.no_torch_nn:  # read by every process from here on
+        os.environ[bench_util.TORCH_NN_ENV] = "0"
 
     if args.worker:
-        import keras
-
-        rows = []
-        if "steady" in args.workloads:
-            rows = run_backend(args.shapes, args.repeats, args.bidirectional)
-        others = [w for w in args.workloads if w != "steady"]
-        rows += workloads_lib.run(keras.backend.backend(), others, args.repeats)
-        print(json.dumps(rows))
-        return 0
-    rows = []
+        return _worker(args)
+    rows, devices, failed = [], {}, []
     for backend in args.backends:
+        if importlib.util.find_spec(backend) is None:
+            print(f"skipping {backend}: not installed", file=sys.stderr)
+            continue
         print(f"timing {backend} ...", file=sys.stderr, flush=True)
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "keras_lstm.benchmark",
-                "--worker",
-                "--repeats",
-                str(args.repeats),
-                "--shapes",
-                *args.shapes,
-                "--workloads",
-                *args.workloads,
-            ]
-            + (["--bidirectional"] if args.bidirectional else []),
-            env=env,
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        ).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
-    steady = [r for r in rows if "workload" not in r]
+        command = [sys.executable, "-m", "keras_lstm.benchmark", "--worker"]
+        command += ["--repeats", str(args.repeats)]
+        command += ["--workloads", *args.workloads]
+        if args.shapes:
+            command += ["--shapes", *args.shapes]
+        if args.bidirectional:
+            command.append("--bidirectional")
+        try:
+            out = bench_util.run_json(command, backend)
+        except RuntimeError as error:  # the others still run
+            print(error, file=sys.stderr)
+            failed.append(backend)
+            continue
+        rows += out["rows"]
+        devices[backend] = (out["device"], out["torch.nn device"])
+    failed += sorted({r["backend"] for r in rows if r.get("error")})
+    layer = [r for r in rows if r.get("level") == "layer"]
+    steady = [r for r in rows if "workload" not in r and r not in layer]
     others = [r for r in rows if "workload" in r]
-    print(f"CPU: {cpu()}\n")
+    print(f"CPU: {cpu()}")
+    for backend, (device, torch_device) in devices.items():
+        line = f"device ({backend}): {device}"
+        if torch_device:
+            line += f"; torch.nn.LSTM: {torch_device}"
+        print(line)
+    print()
     if steady:
+        print("Model level (predict_on_batch / train_on_batch):\n")
         print(_table(steady) + "\n")
+    if layer:
+        print(
+            "Layer level (the layer on device tensors; JAX jitted, "
+            "TensorFlow tf.function, torch eager):\n"
+        )
+        print(_table(layer) + "\n")
     if others:
         print(_workload_table(others))
+    if failed:
+        print(f"\nfailed: {', '.join(failed)} (see stderr)", file=sys.stderr)
     if args.plot:
-        plot(steady, others, args.plot)
+        names = ", ".join(f"{b}: {d}" for b, (d, _) in devices.items())
+        plot(
+            [r for r in steady + layer if "keras" in r],
+            others,
+            args.plot,
+            f"keras_lstm speed-up ({names or cpu()})",
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

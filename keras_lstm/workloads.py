@@ -26,26 +26,39 @@ torch.nn.LSTM ("torch.nn"):
   for keras_lstm's keras.ops path (`use_cudnn=False`, "keras_lstm
   generic").
 - `long`: one train step at 4,000 steps (batch 16, 64 features, 256
-  units), in a fresh process per contender: seconds and peak memory, also
-  for the keras.ops path on TensorFlow and JAX ("keras_lstm generic").
+  units), in a fresh process per contender: seconds and peak memory (the
+  resident set on a CPU, device memory on a GPU), also for the keras.ops
+  path on TensorFlow and JAX ("keras_lstm generic").
+- `layer`: the layer itself, called on device tensors: forward, and
+  forward and backward (the gradient of the sum of the outputs with
+  respect to the inputs and the weights), at the steady-state shapes with
+  every mask kind. On JAX a jitted `stateless_call` (jax.value_and_grad
+  for the gradient), as a Keras train step runs it; on TensorFlow a
+  tf.function (GradientTape); on torch eager calls (autograd).
 
 Every row is a median over `repeats` runs that alternate the contenders in
 one process (fresh processes for `first_call` and `long`, whose subject is
 the process itself), after one untimed warm-up of each contender at another
 size so that neither pays the process's one-time start-up in a timed run.
+
+Keras runs on its backend's default device (a GPU where it sees one);
+torch.nn.LSTM on CUDA wherever torch sees it (bench_util.torch_device), its
+timings closed by torch.cuda.synchronize (bench_util.sync).
 """
 
-import importlib
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
+import traceback
 
 import numpy as np
 
+from keras_lstm import bench_util
+from keras_lstm.bench_util import time_alternating, torch_module
+
 WORKLOADS = (
+    "layer",
     "last",
     "dynamic",
     "first_call",
@@ -58,11 +71,7 @@ WORKLOADS = (
 _LENGTHS = tuple(range(20, 141, 10))
 
 
-def _torch():
-    """torch, for the torch.nn column (optional: None without it)."""
-    if importlib.util.find_spec("torch") is None:
-        return None
-    return importlib.import_module("torch")
+_torch = torch_module  # the name the workloads below use
 
 
 def _lstm_class(contender):
@@ -95,17 +104,242 @@ def model_runners(models, mode, x, y):
     }
 
 
+# -- torch.nn.LSTM on the device ----------------------------------------------
+
+
+def to_device(module):
+    """`module` on `bench_util.torch_device()` (CUDA where torch sees it)."""
+    module = module.to(bench_util.torch_device())
+    if hasattr(module, "flatten_parameters"):
+        # One contiguous weight buffer, as cuDNN wants (a no-op on a CPU).
+        module.flatten_parameters()
+    return module
+
+
+def tensors(*arrays):
+    """torch tensors of NumPy `arrays` on `bench_util.torch_device()`."""
+    device = bench_util.torch_device()
+    return tuple(_torch().from_numpy(a).to(device) for a in arrays)
+
+
+def torch_forward(lstm, lengths, total_length):
+    """`forward(x)`: the outputs of torch.nn.LSTM `lstm` (batch first).
+
+    With `lengths` (a CPU tensor: pack_padded_sequence takes them there),
+    the right-padded rows run packed and come back padded to
+    `total_length` steps, as with a Keras right-padded mask.
+    """
+    rnn = _torch().nn.utils.rnn
+
+    def forward(x):
+        if lengths is None:
+            return lstm(x)[0]
+        packed = rnn.pack_padded_sequence(
+            x, lengths, batch_first=True, enforce_sorted=False
+        )
+        out = lstm(packed)[0]
+        return rnn.pad_packed_sequence(
+            out, batch_first=True, total_length=total_length
+        )[0]
+
+    return forward
+
+
+# -- the layer on device tensors ----------------------------------------------
+
+LAYER_MODES = ("forward", "forward+backward")
+
+
+def _jax_layer_runners(layer, x, mask):
+    """Jitted, as a Keras train step runs the layer: `stateless_call`, and
+    jax.value_and_grad of the sum of its outputs with respect to the
+    weights and the inputs."""
+    import jax
+    import jax.numpy as jnp
+
+    args = (
+        [v.value for v in layer.trainable_variables],
+        [v.value for v in layer.non_trainable_variables],
+        jnp.asarray(x),
+        None if mask is None else jnp.asarray(mask),
+    )
+
+    def call(training):
+        def run(trainable, non_trainable, x, mask):
+            return layer.stateless_call(
+                trainable, non_trainable, x, mask=mask, training=training
+            )[0]
+
+        return run
+
+    def loss(*args):
+        return jnp.sum(call(True)(*args))
+
+    forward = jax.jit(call(False))
+    gradient = jax.jit(jax.value_and_grad(loss, argnums=(0, 2)))
+    return {
+        "forward": lambda: jax.block_until_ready(forward(*args)),
+        "forward+backward": lambda: jax.block_until_ready(gradient(*args)),
+    }
+
+
+def _tensorflow_layer_runners(layer, x, mask, on_gpu):
+    """tf.functions, as a Keras train step runs the layer: the call, and
+    a GradientTape of the sum of its outputs with respect to the inputs
+    and the weights."""
+    import tensorflow as tf
+
+    x = tf.identity(tf.constant(x))  # on the default device
+    mask = None if mask is None else tf.identity(tf.constant(mask))
+    weights = layer.trainable_variables
+
+    @tf.function
+    def forward():
+        return layer(x, mask=mask)
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, mask=mask, training=True))
+        return loss, tape.gradient(loss, [x, *weights])
+
+    def synced(fn):
+        def run():
+            out = fn()
+            if on_gpu:  # a GPU runs TensorFlow's ops asynchronously
+                tf.test.experimental.sync_devices()
+            return out
+
+        return run
+
+    return {
+        "forward": synced(forward),
+        "forward+backward": synced(forward_backward),
+    }
+
+
+def _torch_backend_layer_runners(layer, x, mask):
+    """Eager calls, as a Keras train step runs the layer on torch: under
+    no_grad, and autograd of the sum of the outputs with respect to the
+    inputs and the weights (bench_util.sync waits for CUDA)."""
+    import keras
+
+    torch = sys.modules["torch"]  # the backend (even without the column)
+    x = keras.ops.convert_to_tensor(x)  # on Keras' device
+    mask = None if mask is None else keras.ops.convert_to_tensor(mask)
+    x_grad = x.clone().requires_grad_()
+    # The torch Parameters the layer computes with.
+    weights = [v.value for v in layer.trainable_variables]
+
+    def forward():
+        with torch.no_grad():
+            return layer(x, mask=mask)
+
+    def forward_backward():
+        loss = layer(x_grad, mask=mask, training=True).sum()
+        return torch.autograd.grad(loss, [x_grad, *weights])
+
+    return {"forward": forward, "forward+backward": forward_backward}
+
+
+def _torch_nn_layer_runners(lstm, x, mask_kind, mask):
+    """torch.nn.LSTM (cuDNN on a GPU) on the device: under no_grad, and
+    autograd of the sum of the outputs with respect to the inputs and the
+    weights; right-padded masks as a packed sequence."""
+    torch = _torch()
+    lstm = to_device(lstm)
+    (x,) = tensors(x)
+    x_grad = x.clone().requires_grad_()
+    lengths = None
+    if mask_kind == "right":
+        lengths = torch.from_numpy(mask.sum(1))
+    forward = torch_forward(lstm, lengths, x.shape[1])
+    weights = list(lstm.parameters())
+
+    def run_forward():
+        with torch.no_grad():
+            return forward(x)
+
+    def run_forward_backward():
+        loss = forward(x_grad).sum()
+        return torch.autograd.grad(loss, [x_grad, *weights])
+
+    return {"forward": run_forward, "forward+backward": run_forward_backward}
+
+
+def layer(backend, repeats, shapes=("main", "large", "xlarge")):
+    """The layer called directly on device tensors (see the module
+    docstring); shapes in `bench_util.GPU_SHAPES` only on a GPU."""
+    import keras_lstm
+    from keras_lstm import convert
+
+    torch = _torch()
+    on_gpu = bench_util.device(backend)[1]
+    rows = []
+    for shape_name in shapes:
+        if shape_name in bench_util.GPU_SHAPES and not on_gpu:
+            print(f"layer: {shape_name} skipped (GPU only)", file=sys.stderr)
+            continue
+        batch, timesteps, features, units = bench_util.ALL_SHAPES[shape_name]
+        rng = np.random.default_rng(7)
+        x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+        layers = {}
+        for contender in ("keras", "keras_lstm"):
+            layers[contender] = _lstm_class(contender)(
+                units, return_sequences=True
+            )
+            layers[contender].build((batch, timesteps, features))
+        layers["keras_lstm"].set_weights(layers["keras"].get_weights())
+        for mask_kind, mask in bench_util.masks(batch, timesteps, rng).items():
+            runners = {}
+            for contender, built in layers.items():
+                if backend == "jax":
+                    runners[contender] = _jax_layer_runners(built, x, mask)
+                elif backend == "tensorflow":
+                    runners[contender] = _tensorflow_layer_runners(
+                        built, x, mask, on_gpu
+                    )
+                else:
+                    runners[contender] = _torch_backend_layer_runners(
+                        built, x, mask
+                    )
+            if torch is not None and mask_kind != "holes":
+                runners["torch.nn"] = _torch_nn_layer_runners(
+                    convert.to_torch(layers["keras_lstm"]), x, mask_kind, mask
+                )
+            kernel = keras_lstm.explain(layers["keras_lstm"], x, mask).kernel
+            for mode in LAYER_MODES:
+                medians = time_alternating(
+                    {c: r[mode] for c, r in runners.items()}, repeats
+                )
+                rows.append(
+                    {
+                        "backend": backend,
+                        "level": "layer",
+                        "shape": shape_name,
+                        "mode": mode,
+                        "mask": mask_kind,
+                        "kernel": kernel,
+                        **medians,
+                    }
+                )
+                # As they come (a long run that is cut short keeps them).
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 # -- train step, loss on the last output only --------------------------------
 
 
 def last(backend, repeats):
     import keras
 
-    from keras_lstm import benchmark, convert
+    from keras_lstm import convert
 
     torch = _torch()
     rows = []
-    for shape_name, shape in benchmark.SHAPES.items():
+    for shape_name, shape in bench_util.SHAPES.items():
         batch, timesteps, features, units = shape
         rng = np.random.default_rng(6)
         x = rng.normal(size=(batch, timesteps, features)).astype("float32")
@@ -127,9 +361,9 @@ def last(backend, repeats):
             for name, m in models.items()
         }
         if torch is not None:
-            lstm = convert.to_torch(models["keras_lstm"].layers[-1])
+            lstm = to_device(convert.to_torch(models["keras_lstm"].layers[-1]))
             optimizer = torch.optim.SGD(lstm.parameters(), lr=1e-3)
-            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+            tx, ty = tensors(x, y)
 
             def torch_step(lstm=lstm, optimizer=optimizer, tx=tx, ty=ty):
                 optimizer.zero_grad()
@@ -138,7 +372,7 @@ def last(backend, repeats):
                 optimizer.step()
 
             runners["torch.nn"] = torch_step
-        medians = benchmark.time_alternating(runners, repeats)
+        medians = time_alternating(runners, repeats)
         row = {
             "backend": backend,
             "workload": f"train, last output, {shape_name}",
@@ -247,22 +481,19 @@ def dynamic(backend, repeats):
 
 def _torch_dynamic(torch, batches):
     """torch.nn.LSTM + Linear on the same padded batches (packed)."""
-    lstm = torch.nn.LSTM(16, 32, batch_first=True)
-    head = torch.nn.Linear(32, 1)
+    lstm = to_device(torch.nn.LSTM(16, 32, batch_first=True))
+    head = to_device(torch.nn.Linear(32, 1))
     params = list(lstm.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params)
-    tensors = [
-        (
-            torch.from_numpy(x),
-            torch.from_numpy(y),
-            torch.from_numpy((x != 0).any(-1).sum(1)),
-        )
+    # The lengths stay on the CPU: pack_padded_sequence takes them there.
+    batch_tensors = [
+        (*tensors(x, y), torch.from_numpy((x != 0).any(-1).sum(1)))
         for x, y in batches
     ]
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        for x, y, lengths in tensors:
+        for x, y, lengths in batch_tensors:
             packed = torch.nn.utils.rnn.pack_padded_sequence(
                 x, lengths, batch_first=True, enforce_sorted=False
             )
@@ -271,6 +502,7 @@ def _torch_dynamic(torch, batches):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        bench_util.sync()
         times.append(time.perf_counter() - start)
     return times
 
@@ -317,15 +549,11 @@ getattr(workloads, sys.argv[1])(sys.argv[2])
 def _in_subprocess(backend, worker, contender):
     """Runs `worker(contender)` in a fresh process on `backend`; its last
     printed line, as JSON."""
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run(
+    return bench_util.run_json(
         [sys.executable, "-c", _WORKER, worker.__name__, contender],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+        backend,
+        quiet=True,
+    )
 
 
 def first_call(backend, repeats):
@@ -364,10 +592,8 @@ def decode(backend, repeats, steps=100):
     if torch is not None:
         from keras_lstm import convert
 
-        runners["torch.nn"] = (
-            _torch_decoder(torch, x, convert.to_torch(runners["keras"][1])),
-            None,
-        )
+        lstm = to_device(convert.to_torch(runners["keras"][1]))
+        runners["torch.nn"] = (_torch_decoder(torch, x, lstm), None)
     samples = {name: [] for name in runners}
     for run, _ in runners.values():
         run(10)  # warm-up
@@ -395,14 +621,14 @@ def _decoder(x, layer, units):
 
 
 def _torch_decoder(torch, x, lstm):
-    x = torch.from_numpy(x)
+    (x,) = tensors(x)
 
     def run(steps):
         state = None
         with torch.no_grad():
             for _ in range(steps):
                 _, state = lstm(x, state)
-        return state[0].numpy()
+        return state[0].cpu().numpy()  # also waits for CUDA
 
     return run
 
@@ -515,20 +741,16 @@ def mixed(backend, repeats, shape=(64, 100, 128, 256)):
         for m in models.values():
             m.set_weights(own.get_weights())
         for mode in ("predict", "train"):
-            runners = model_runners(models, mode, x, y)
-            samples = {name: [] for name in runners}
-            for run in runners.values():
-                run()
-                run()
-            for _ in range(repeats):
-                for name, run in runners.items():
-                    start = time.perf_counter()
-                    run()
-                    samples[name].append((time.perf_counter() - start) * 1e3)
+            medians = time_alternating(
+                model_runners(models, mode, x, y), repeats
+            )
             rows.append(
-                _median_rows(
-                    backend, f"{policy} {mode}, main shape", samples, "ms"
-                )
+                {
+                    "backend": backend,
+                    "workload": f"{policy} {mode}, main shape",
+                    "unit": "ms",
+                    **medians,
+                }
             )
     return rows
 
@@ -590,9 +812,34 @@ def _proc_status_mb(key):
     return None
 
 
+def _gpu_memory_mb(backend):
+    """`(in use, peak)` memory of this process's GPU in MB, or None where
+    the backend does not say (a missing key, an older API)."""
+    mb = 2**20
+    try:
+        if backend == "torch":  # also torch.nn.LSTM's, on the same GPU
+            torch = sys.modules["torch"]
+            in_use = torch.cuda.memory_allocated()
+            return in_use / mb, torch.cuda.max_memory_allocated() / mb
+        if backend == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            return stats["bytes_in_use"] / mb, stats["peak_bytes_in_use"] / mb
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            info = tf.config.experimental.get_memory_info("GPU:0")
+            return info["current"] / mb, info["peak"] / mb
+    except Exception:  # a memory row must never fail the run
+        pass
+    return None
+
+
 def _long_worker(contender):
     """In a fresh process: one 4,000-step train step after a first one;
-    prints [seconds, growth of the peak resident set in MB or None]."""
+    prints [seconds, growth of the peak memory in MB or None, what was
+    measured: "RSS" (the CPU's resident set) or "GPU"]."""
     import keras
 
     import keras_lstm
@@ -606,11 +853,11 @@ def _long_worker(contender):
         torch = _torch()
         layer = keras_lstm.LSTM(units)  # Keras initializers, as the others
         layer.build((None, None, features))
-        lstm = convert.to_torch(layer)
-        head = torch.nn.Linear(units, 1)
+        lstm = to_device(convert.to_torch(layer))
+        head = to_device(torch.nn.Linear(units, 1))
         params = list(lstm.parameters()) + list(head.parameters())
         optimizer = torch.optim.SGD(params, 1e-3)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        tx, ty = tensors(x, y)
 
         def step():
             optimizer.zero_grad()
@@ -632,19 +879,37 @@ def _long_worker(contender):
         def step():
             model.train_on_batch(x, y)
 
-    # The peak resident set of this process alone: ru_maxrss would start
-    # from the parent's (it survives fork and exec), so the high-water mark
-    # is reset here and read after the steps.
-    if os.path.exists("/proc/self/clear_refs"):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    before = _proc_status_mb("VmRSS")
+    backend = keras.backend.backend()
+    if bench_util.device(backend)[1]:
+        # On a GPU the memory that counts is the device's: in use before
+        # the steps, and the allocator's peak after them (torch's is reset
+        # here; JAX's and TensorFlow's count from this fresh process's
+        # start, before any step).
+        kind = "GPU"
+        if backend == "torch":
+            sys.modules["torch"].cuda.reset_peak_memory_stats()
+        before = _gpu_memory_mb(backend)
+    else:
+        # The peak resident set of this process alone: ru_maxrss would
+        # start from the parent's (it survives fork and exec), so the
+        # high-water mark is reset here and read after the steps.
+        kind = "RSS"
+        if os.path.exists("/proc/self/clear_refs"):
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        before = _proc_status_mb("VmRSS")
     step()  # traces, compiles
     start = time.perf_counter()
     step()
+    bench_util.sync()
     seconds = time.perf_counter() - start
-    peak = _proc_status_mb("VmHWM")
-    print(json.dumps([seconds, None if peak is None else peak - before]))
+    if kind == "GPU":
+        after = _gpu_memory_mb(backend)
+        growth = None if None in (before, after) else after[1] - before[0]
+    else:
+        peak = _proc_status_mb("VmHWM")
+        growth = None if peak is None else peak - before
+    print(json.dumps([seconds, growth, kind]))
 
 
 def long(backend, repeats):
@@ -652,32 +917,72 @@ def long(backend, repeats):
     if backend == "torch":
         # The keras.ops path on torch is a Python loop of 4,000 steps under
         # autograd, as keras.layers.LSTM's: minutes a step.
-        contenders.append("torch.nn")
+        if _torch() is not None:
+            contenders.append("torch.nn")
     else:
         contenders.append("keras_lstm generic")
     seconds = {c: [] for c in contenders}
     memory = {c: [] for c in contenders}
+    kind = "RSS"
     for _ in range(repeats):
         for contender in contenders:
-            s, mb = _in_subprocess(backend, _long_worker, contender)
+            s, mb, kind = _in_subprocess(backend, _long_worker, contender)
             seconds[contender].append(s)
             memory[contender].append(mb)
     name = "long sequence train step (4,000 steps)"
     rows = [_median_rows(backend, name, seconds, "s")]
-    if None not in memory["keras"]:  # measured where /proc is (Linux)
-        note = "growth of the peak resident set over the step"
+    # Measured where /proc is (Linux) on a CPU; on a GPU where the
+    # backend's allocator reports it; else "n/a".
+    measured = {c: v for c, v in memory.items() if None not in v}
+    note = {
+        "RSS": "growth of the peak resident set over the step",
+        "GPU": "peak GPU memory in use over the steps, less that before",
+    }[kind]
+    if not measured:
+        note = f"n/a: {kind} peak not reported here"
+    if measured or kind == "GPU":
         rows.append(
-            _median_rows(backend, name + ", peak memory", memory, "MB", note)
+            _median_rows(backend, name + ", peak memory", measured, "MB", note)
         )
     return rows
 
 
-def run(backend, workloads, repeats):
-    """The rows of `workloads` on this process's backend."""
+def run(backend, workloads, repeats, shapes=None):
+    """The rows of `workloads` on this process's backend.
+
+    Args:
+        backend: this process's Keras backend.
+        workloads: names from `WORKLOADS`.
+        repeats: timed runs of each contender per row (`long`: a third).
+        shapes: names from `bench_util.ALL_SHAPES` for `layer` (default
+            main, large and, on a GPU, xlarge).
+
+    Returns:
+        The rows; a workload that raises gives one row whose note is the
+        error (its traceback goes to stderr), and the others still run.
+    """
     rows = []
     for workload in workloads:
         repeats_here = max(1, repeats // 3) if workload == "long" else repeats
-        for row in globals()[workload](backend, repeats_here):
-            print(json.dumps(row), file=sys.stderr, flush=True)
+        kwargs = {"shapes": shapes} if workload == "layer" and shapes else {}
+        try:
+            new = globals()[workload](backend, repeats_here, **kwargs)
+        except Exception as error:  # one failure must not lose the rest
+            traceback.print_exc()
+            new = [error_row(backend, workload, error)]
+        for row in new:
+            if workload != "layer" or row.get("error"):  # (layer printed)
+                print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
     return rows
+
+
+def error_row(backend, workload, error):
+    """The row of a workload that raised `error`."""
+    return {
+        "backend": backend,
+        "workload": f"{workload} (failed)",
+        "unit": "ms",
+        "note": f"{type(error).__name__}: {error}"[:300].replace("\n", " "),
+        "error": True,
+    }
