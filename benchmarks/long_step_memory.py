@@ -6,6 +6,10 @@ steps under autograd) takes minutes a step, so this script runs one:
 
     KERAS_BACKEND=torch python benchmarks/long_step_memory.py keras
     KERAS_BACKEND=torch python benchmarks/long_step_memory.py keras_lstm
+    KERAS_BACKEND=torch python benchmarks/long_step_memory.py no-flush
+
+(`no-flush`: keras_lstm on torch with denormals not flushed to zero, which
+its CPU kernel does from `FLUSH_FROM_STEPS` steps on.)
 
 Prints the contender, the seconds of the step and the growth of the
 process's peak resident set over it in MB (Linux: /proc/self).
@@ -32,6 +36,8 @@ def main(contender):
     x = rng.normal(size=(batch, timesteps, features)).astype("float32")
     y = rng.normal(size=(batch, 1)).astype("float32")
     cls = keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
+    if contender == "no-flush":
+        keras_lstm.backend.kernels.FLUSH_FROM_STEPS = sys.maxsize
     model = keras.Sequential(
         [keras.Input((timesteps, features)), cls(units), keras.layers.Dense(1)]
     )

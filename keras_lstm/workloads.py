@@ -870,7 +870,13 @@ def _long_worker(contender):
         if contender == "keras":
             layer = keras.layers.LSTM(units)
         else:  # "keras_lstm generic" is the keras.ops path
-            layer = keras_lstm.LSTM(units, use_cudnn=contender == "keras_lstm")
+            if contender == "keras_lstm no flush":
+                # torch's CPU kernel with denormals left as they come
+                # (it flushes them from FLUSH_FROM_STEPS steps on).
+                keras_lstm.backend.kernels.FLUSH_FROM_STEPS = sys.maxsize
+            layer = keras_lstm.LSTM(
+                units, use_cudnn=contender != "keras_lstm generic"
+            )
         model = keras.Sequential(
             [keras.Input((timesteps, features)), layer, keras.layers.Dense(1)]
         )
@@ -919,6 +925,9 @@ def long(backend, repeats):
         # autograd, as keras.layers.LSTM's: minutes a step.
         if _torch() is not None:
             contenders.append("torch.nn")
+        if not bench_util.device(backend)[1]:
+            # What flushing denormals is worth on this CPU (issue 19).
+            contenders.append("keras_lstm no flush")
     else:
         contenders.append("keras_lstm generic")
     seconds = {c: [] for c in contenders}

@@ -52,7 +52,7 @@ def _layers(bidirectional, **kwargs):
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidi"])
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-def test_weights_are_one_contiguous_buffer(monkeypatch, bidirectional, masked):
+def test_weights_are_contiguous(monkeypatch, bidirectional, masked):
     rng = np.random.default_rng(0)
     x = helpers.tensor(helpers.random_inputs(rng))
     mask = helpers.tensor(helpers.make_mask("holes")) if masked else None
@@ -63,17 +63,28 @@ def test_weights_are_one_contiguous_buffer(monkeypatch, bidirectional, masked):
     weights = calls[0]["weights"]
     assert len(weights) == (8 if bidirectional else 4)
     assert all(w.is_contiguous() for w in weights)
-    # Views of one buffer, in torch's order, one after the other: what
-    # cuDNN takes as its weight buffer without a copy of its own.
-    start = weights[0].data_ptr()
-    assert all(
-        w.untyped_storage().data_ptr()
-        == weights[0].untyped_storage().data_ptr()
-        for w in weights
-    )
-    for w in weights:
-        assert w.data_ptr() == start
-        start += w.numel() * w.element_size()
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["plain", "padded"])
+def test_cudnn_weights_are_one_buffer_in_torchs_order(padded):
+    # What cuDNN takes as its weight buffer without a copy of its own:
+    # views of one buffer, one after the other, in torch's order, equal to
+    # the weights (on CUDA the kernel passes these; checked here on CPU).
+    rng = np.random.default_rng(0)
+    directions = [
+        [torch.tensor(w) for w in helpers.random_weights(rng)] for _ in range(2)
+    ]
+    views = torch_kernels._flat_weights(directions, padded, True)
+    separate = torch_kernels._flat_weights(directions, padded, False)
+    assert len(views) == 8
+    start = views[0].data_ptr()
+    storage = views[0].untyped_storage().data_ptr()
+    for view, weight in zip(views, separate, strict=True):
+        assert view.is_contiguous()
+        assert view.untyped_storage().data_ptr() == storage
+        assert view.data_ptr() == start
+        start += view.numel() * view.element_size()
+        torch.testing.assert_close(view, weight, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidi"])

@@ -194,18 +194,29 @@ def _weights(kernel, recurrent_kernel, bias, padding_feature):
     return [w_ih, recurrent_kernel.T, bias, torch.zeros_like(bias)]
 
 
-def _flat_weights(directions, padding_feature):
-    """Every direction's `_weights` as views of one contiguous buffer, in
-    the order torch's flattened LSTM keeps them (per direction W_ih, W_hh,
-    b_ih, b_hh): cuDNN then takes the buffer as it is, where transposed
-    views made it fail ("view size is not compatible") and separate
-    tensors make torch copy them into a buffer of its own on every call,
-    with a warning. One copy of the weights per call, built here."""
+def _one_buffer(inputs) -> bool:
+    return inputs.device.type == "cuda"
+
+
+def _flat_weights(directions, padding_feature, one_buffer):
+    """Every direction's `_weights`, contiguous, in torch's order (per
+    direction W_ih, W_hh, b_ih, b_hh).
+
+    With `one_buffer` (cuDNN), views of one buffer laid out as torch's
+    flattened LSTM keeps them: cuDNN takes it as its weight buffer as it
+    is, where separate tensors make torch copy them into a buffer of its
+    own on every call, with a warning, and transposed views failed ("view
+    size is not compatible"). oneDNN reorders the weights on every call
+    anyway: on CPU one buffer only cost time (50 us a call, 150 us a
+    train step at 16x20x32 -> 64 here), separate copies none.
+    """
     pieces = [
         w
         for direction in directions
         for w in _weights(*direction, padding_feature)
     ]
+    if not one_buffer:
+        return [w.contiguous() for w in pieces]
     flat = torch.cat([w.reshape(-1) for w in pieces])
     views, start = [], 0
     for w in pieces:
@@ -385,6 +396,9 @@ class _FlushedBackward(torch.autograd.Function):
             ]
             outputs = op(*leaves)
         ctx.leaves, ctx.outputs = leaves, outputs
+        # An output the loss does not use gets no gradient (None), not a
+        # tensor of zeros: the sequence of a long input is large.
+        ctx.set_materialize_grads(False)
         return tuple(o.detach() for o in outputs)
 
     @staticmethod
@@ -394,6 +408,8 @@ class _FlushedBackward(torch.autograd.Function):
             (o, g) for o, g in zip(outputs, grads, strict=True) if g is not None
         ]
         wanted = [t for t in leaves if t.requires_grad]
+        if not pairs:
+            return (None,) * (len(leaves) + 1)
         with flushed_denormals():
             found = iter(
                 torch.autograd.grad(
@@ -469,7 +485,9 @@ def _lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     padded = lengths is not None
     if padded:
         inputs = _padding_feature(inputs, lengths)
-    weights = _flat_weights([(kernel, recurrent_kernel, bias)], padded)
+    weights = _flat_weights(
+        [(kernel, recurrent_kernel, bias)], padded, _one_buffer(inputs)
+    )
     sequence, h, c = _run(inputs, h0[None], c0[None], weights, False)
     h, c = h[0], c[0]
     if padded:
@@ -503,7 +521,9 @@ def _lstm_bidirectional(inputs, lengths, forward, backward):
     padded = lengths is not None
     if padded:
         inputs = _padding_feature(inputs, lengths)
-    weights = _flat_weights([forward[2:], backward[2:]], padded)
+    weights = _flat_weights(
+        [forward[2:], backward[2:]], padded, _one_buffer(inputs)
+    )
     h0 = torch.stack([forward[0], backward[0]])
     c0 = torch.stack([forward[1], backward[1]])
     sequence, h, c = _run(inputs, h0, c0, weights, True)
