@@ -104,7 +104,7 @@ def _choose(layer, inputs, training) -> Plan:
         reasons.extend(kernels.unsupported(inputs))
     if reasons:
         return Plan(GENERIC, tuple(reasons))
-    return Plan(kernels.name(inputs), (), kernels.notes(inputs))
+    return Plan(kernels.name(inputs), (), kernels.notes(inputs, layer.units))
 
 
 def plan(layer, inputs, training=False, strict=True) -> Plan:
@@ -194,6 +194,8 @@ def plan_bidirectional(
         )
     if not reasons:
         return Plan(
-            f"{kernels.name(inputs)}-bidirectional", (), kernels.notes(inputs)
+            f"{kernels.name(inputs)}-bidirectional",
+            (),
+            kernels.notes(inputs, forward.units),
         )
     return Plan(_choose(forward, inputs, training).kernel, tuple(reasons))

@@ -174,9 +174,11 @@ def _caller_flushes():
 
 
 @pytest.fixture
-def _threads():
+def _threads(monkeypatch):
     """Two intra-op threads (as on the CI machine) so that the workers'
-    setting is tested too; the caller's count restored after."""
+    setting is tested too, the caller's count restored after; and
+    flushing for any amount of work, so that small tests see it."""
+    monkeypatch.setattr(torch_kernels, "FLUSH_FROM_WORK", 0)
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -312,18 +314,25 @@ def test_no_thread_changes_its_setting(_threads):
     assert _zeros_in_parallel_op()[0] == 0
 
 
-def test_explain_says_denormals_are_flushed():
-    def flushed(steps):
+def test_explain_says_denormals_are_flushed(monkeypatch):
+    def flushed(steps, units=4):
         x = np.zeros((2, steps, 3))
-        plan = keras_lstm.explain(keras_lstm.LSTM(4), x)
+        plan = keras_lstm.explain(keras_lstm.LSTM(units), x)
         return any("denormal" in n for n in plan.notes)
 
+    # Not for a small amount of work (rows x steps x units): the cost of
+    # setting it would show.
+    assert not flushed(LONG)
+    big = torch_kernels.FLUSH_FROM_WORK // (2 * LONG)
+    assert flushed(LONG, units=big) == _flush_supported()
+    monkeypatch.setattr(torch_kernels, "FLUSH_FROM_WORK", 0)
     assert flushed(LONG) == _flush_supported()
+    # Nor for short sequences.
     assert not flushed(LONG - 1)
 
 
 @needs_flush
-def test_a_retained_graph_backpropagates_twice():
+def test_a_retained_graph_backpropagates_twice(_threads):
     rng = np.random.default_rng(5)
     x = helpers.random_inputs(rng, timesteps=LONG)
     layer = helpers.built_layer(keras_lstm.LSTM, helpers.random_weights(rng))

@@ -10,7 +10,8 @@ Each module here exposes the same seven names:
 - `xla_hides_fused() -> bool`: whether XLA-compiling the model would keep
   this machine's fused kernel from running (the layer then tells Keras not to
   jit-compile, as keras.layers.LSTM does for cuDNN on TensorFlow);
-- `notes(inputs) -> tuple[str, ...]`: what explain() adds about the kernel
+- `notes(inputs, units) -> tuple[str, ...]`: what explain() adds about the
+  kernel
   that runs (it computes in float32 where 16-bit math is slow on the
   device);
 - `takes_mask(inputs) -> bool`: whether `lstm` takes a mask itself (a loop

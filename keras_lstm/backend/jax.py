@@ -53,7 +53,8 @@ def _math_dtype(inputs) -> str:
     return cpu.math_dtype(dtype, fast_bfloat16=False)
 
 
-def notes(inputs) -> tuple[str, ...]:
+def notes(inputs, units) -> tuple[str, ...]:
+    del units
     notes = cpu.notes(
         str(inputs.dtype),
         _math_dtype(inputs),

@@ -44,7 +44,8 @@ def _math_dtype(inputs) -> str:
     return cpu.math_dtype(dtype, fast_bfloat16=cpu.has_bfloat16_units())
 
 
-def notes(inputs) -> tuple[str, ...]:
+def notes(inputs, units) -> tuple[str, ...]:
+    del units
     notes = cpu.notes(
         inputs.dtype.name,
         _math_dtype(inputs),

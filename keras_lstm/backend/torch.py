@@ -55,7 +55,7 @@ def _cudnn_takes_bfloat16() -> bool:
     return (torch.backends.cudnn.version() or 0) >= 91300
 
 
-def notes(inputs) -> tuple[str, ...]:
+def notes(inputs, units) -> tuple[str, ...]:
     notes = cpu.notes(
         str(inputs.dtype).removeprefix("torch."),
         str(_math_dtype(inputs)).removeprefix("torch."),
@@ -63,7 +63,7 @@ def notes(inputs) -> tuple[str, ...]:
         if inputs.device.type == "cuda"
         else "this CPU has no fast path for it",
     )
-    if _flushes_denormals(inputs):
+    if _flushes_denormals(inputs, units):
         notes += (
             "denormal floats are flushed to zero in the forward and "
             "backward passes of the fused op, as XLA does on CPU (each "
@@ -255,7 +255,7 @@ def _run(inputs, h0, c0, weights, bidirectional):
             True,  # batch_first
         )
 
-    if not _flushes_denormals(inputs):
+    if not _flushes_denormals(inputs, h0.shape[-1]):
         return op(*tensors)
     if train:
         return _FlushedBackward.apply(op, *tensors)
@@ -272,17 +272,23 @@ def _run(inputs, h0, c0, weights, bidirectional):
 # calling thread and in the OpenMP threads torch computes on, and puts back
 # each thread's own setting after.
 _TINY, _ONE = 5e-324, 1.0  # the smallest double: zero once flushed
-# Setting it wakes every OpenMP thread twice a pass, tens of microseconds
-# that a small model's call feels; a decay into the denormal range takes
-# a long sequence (at 100 steps flushing changed nothing on that Xeon).
+# Setting it wakes every OpenMP thread twice a pass: 0.15 ms a call, 0.4 ms
+# a train step (16 rows, 32 units, 128 steps here), which a small model
+# feels (10%) and a large one does not (1% at 64 rows, 256 units); and a
+# decay into the denormal range takes a long sequence (at 100 steps
+# flushing changed nothing on that Xeon). So it flushes from
+# FLUSH_FROM_STEPS steps and FLUSH_FROM_WORK rows x steps x units on.
 FLUSH_FROM_STEPS = 128
+FLUSH_FROM_WORK = 1 << 20
 
 
-def _flushes_denormals(inputs) -> bool:
+def _flushes_denormals(inputs, units) -> bool:
     """Whether the fused op runs these inputs with denormals flushed."""
+    batch, steps = inputs.shape[:2]
     return (
         inputs.device.type == "cpu"
-        and inputs.shape[1] >= FLUSH_FROM_STEPS
+        and steps >= FLUSH_FROM_STEPS
+        and batch * steps * units >= FLUSH_FROM_WORK
         and _flush_supported()
     )
 
