@@ -86,13 +86,27 @@ class Bidirectional(keras.layers.Bidirectional):
         if mask is None:
             results_f, results_b = kernels.lstm_bidirectional(x, None, *args)
         else:
+            ask = not kernels.syncs_to_branch(x)
+            right_f = masking.right_padded(mask_f, seen_f) if ask else None
             results_f, results_b = kernels.lstm_bidirectional(
-                masking.compact(x, mask_f, seen_f),
+                masking.compact(x, mask_f, seen_f, right_f),
                 masking.kernel_lengths(seen_f),
                 *args,
             )
-            results_f = forward._uncompact(results_f, h0_f, c0_f, seen_f)
-            results_b = backward._uncompact(results_b, h0_b, c0_b, seen_b)
+            results_f = forward._uncompact(
+                results_f, h0_f, c0_f, mask_f, seen_f, right_f
+            )
+            # The backward results are in that direction's own order, whose
+            # valid steps are in front where the forward mask is
+            # left-padded.
+            results_b = backward._uncompact(
+                results_b,
+                h0_b,
+                c0_b,
+                mask_b,
+                seen_b,
+                masking.right_padded(mask_b, seen_b) if ask else None,
+            )
         steps = forward._steps(x)
         y = forward._finish(*results_f, mask_f, seen_f, steps)
         y_rev = backward._finish(*results_b, mask_b, seen_b, steps)

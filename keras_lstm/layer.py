@@ -563,10 +563,14 @@ class LSTM(keras.layers.Layer):
             return kernels.lstm(
                 x, h0, c0, mask, *self._weights(), sequence=sequence
             )
-        # Lengths kernels (cuDNN, torch): valid steps to the front.
+        # Lengths kernels (cuDNN, torch): valid steps to the front, unless
+        # they are there already (right-padded masks).
+        right = None
+        if not kernels.syncs_to_branch(x):
+            right = masking.right_padded(mask, seen)
         return self._uncompact(
             kernels.lstm(
-                masking.compact(x, mask, seen),
+                masking.compact(x, mask, seen, right),
                 h0,
                 c0,
                 masking.kernel_lengths(seen),
@@ -575,7 +579,9 @@ class LSTM(keras.layers.Layer):
             ),
             h0,
             c0,
+            mask,
             seen,
+            right,
         )
 
     def _prepare(self, inputs, initial_state, mask, training):
@@ -621,7 +627,7 @@ class LSTM(keras.layers.Layer):
         # is the wrapper's, whose policy may differ from this layer's.
         return [ops.cast(w, self.compute_dtype) for w in weights]
 
-    def _uncompact(self, results, h0, c0, seen):
+    def _uncompact(self, results, h0, c0, mask, seen, right):
         """A fused kernel's results on compacted inputs, put back in place.
 
         Rows with no valid step ran with length 1 (kernels take lengths
@@ -629,8 +635,10 @@ class LSTM(keras.layers.Layer):
         """
         sequence, h, c = results
         empty = ops.expand_dims(seen[:, -1] == 0, -1)
+        if sequence is not None:
+            sequence = masking.expand(sequence, seen, right, mask, h)
         return (
-            None if sequence is None else masking.expand(sequence, seen),
+            sequence,
             ops.where(empty, h0, h),
             ops.where(empty, c0, c),
         )

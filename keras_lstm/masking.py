@@ -32,17 +32,34 @@ def kernel_lengths(seen):
     return ops.maximum(seen[:, -1], 1)
 
 
-def compact(inputs, mask, seen):
+def right_padded(mask, seen):
+    """Whether every row's valid steps are already at its front (padded
+    batches, the common case): a scalar bool tensor. A compare and a
+    reduction, where compacting takes a sort and two gathers."""
+    timesteps = ops.shape(mask)[1]
+    steps = ops.expand_dims(ops.arange(timesteps, dtype="int32"), 0)
+    return ops.all(mask == (steps < seen[:, -1:]))
+
+
+def compact(inputs, mask, seen, right=None):
     """Moves each row's valid steps to the front, keeping their order.
 
     Args:
         inputs: (batch, timesteps, features).
         mask: boolean (batch, timesteps).
         seen: `counts(mask)`.
+        right: `right_padded(mask, seen)`, if known: then the inputs come
+            back as they are when it holds, with no sort or gather.
 
     Returns:
         inputs with the valid steps of each row first, then the masked ones.
     """
+    if right is None:
+        return _compact(inputs, mask, seen)
+    return ops.cond(right, lambda: inputs, lambda: _compact(inputs, mask, seen))
+
+
+def _compact(inputs, mask, seen):
     timesteps = ops.shape(mask)[1]
     lengths = seen[:, -1:]
     steps = ops.expand_dims(ops.arange(timesteps, dtype="int32"), 0)
@@ -52,10 +69,20 @@ def compact(inputs, mask, seen):
     return _gather_steps(inputs, source)
 
 
-def expand(sequence, seen):
+def expand(sequence, seen, right=None, mask=None, last=None):
     """Puts compacted outputs back: each step gets the last valid output.
 
     Steps before a row's first valid step get the first output; the layer
-    zeroes them.
+    zeroes them. With `right` (`right_padded`) holding, the outputs are in
+    place already: the steps after a row's length get `last`, the output of
+    its last valid step (the final h), by a select instead of a gather.
     """
-    return _gather_steps(sequence, ops.maximum(seen - 1, 0))
+    if right is None:
+        return _gather_steps(sequence, ops.maximum(seen - 1, 0))
+    return ops.cond(
+        right,
+        lambda: ops.where(
+            ops.expand_dims(mask, -1), sequence, ops.expand_dims(last, 1)
+        ),
+        lambda: _gather_steps(sequence, ops.maximum(seen - 1, 0)),
+    )

@@ -922,10 +922,12 @@ def long(backend, repeats):
     contenders = ["keras", "keras_lstm"]
     if backend == "torch":
         # The keras.ops path on torch is a Python loop of 4,000 steps under
-        # autograd, as keras.layers.LSTM's: minutes a step.
+        # autograd, as keras.layers.LSTM's: minutes a step on a CPU
+        # (benchmarks/long_step_memory.py runs it once).
         if _torch() is not None:
             contenders.append("torch.nn")
         if not bench_util.device(backend)[1]:
+            contenders.remove("keras")
             # What flushing denormals is worth on this CPU (issue 19).
             contenders.append("keras_lstm no flush")
     else:

@@ -342,3 +342,51 @@ def test_a_retained_graph_backpropagates_twice(_threads):
     first = inputs.grad.clone()
     loss.backward()
     torch.testing.assert_close(inputs.grad, 2 * first)
+
+
+@pytest.mark.parametrize(
+    "mask_kind, cuda, gathers",
+    [
+        ("right", False, False),
+        ("full_row", False, False),
+        ("holes", False, True),
+        # On CUDA, asking would make the host wait for the GPU.
+        ("right", True, True),
+    ],
+)
+def test_right_padded_masks_reach_the_kernel_without_a_gather(
+    monkeypatch, mask_kind, cuda, gathers
+):
+    # Padded batches (the common case) have their valid steps in front
+    # already: no sort and no gather, in or out, only a select.
+    from keras_lstm import masking
+
+    monkeypatch.setattr(torch_kernels, "syncs_to_branch", lambda x: cuda)
+
+    calls = []
+    real = masking._gather_steps
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(masking, "_gather_steps", spy)
+    rng = np.random.default_rng(6)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    mask = helpers.make_mask(mask_kind)
+    fused = helpers.built_layer(
+        keras_lstm.LSTM, weights, return_sequences=True, return_state=True
+    )
+    with torch.no_grad():
+        got = helpers.call_layer(fused, x, mask=mask)
+    assert bool(calls) == gathers
+    generic = helpers.built_layer(
+        keras_lstm.LSTM,
+        weights,
+        use_cudnn=False,
+        return_sequences=True,
+        return_state=True,
+    )
+    with torch.no_grad():
+        helpers.assert_close(got, helpers.call_layer(generic, x, mask=mask))

@@ -1,6 +1,6 @@
 """The fused kernel of the active Keras backend, chosen once at import.
 
-Each module here exposes the same seven names:
+Each module here exposes the same eight names:
 
 - `name(inputs) -> str`: the kernel that would run on these inputs;
 - `unsupported(inputs) -> tuple[str, ...]`: why it cannot run here (device,
@@ -17,6 +17,9 @@ Each module here exposes the same seven names:
 - `takes_mask(inputs) -> bool`: whether `lstm` takes a mask itself (a loop
   that selects per step), rather than lengths of inputs whose valid steps
   the layer has moved to the front (cuDNN, torch);
+- `syncs_to_branch(inputs) -> bool`: whether branching on the data (is
+  the mask right-padded?) makes the host wait for the device (eager torch
+  on CUDA); the layer then compacts every mask without asking;
 - `lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias,
   sequence=True) -> (sequence, h, c)`: the standard LSTM (tanh, sigmoid,
   gates i, f, c, o) over batch-major inputs. `valid` is None (all steps

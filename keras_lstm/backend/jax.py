@@ -98,6 +98,12 @@ def full_float32():
         yield
 
 
+def syncs_to_branch(inputs) -> bool:
+    """A data-dependent branch runs on the device (a conditional in the
+    compiled program or graph, or an eager host value): no sync."""
+    return False
+
+
 def takes_mask(inputs) -> bool:
     """The scan selects per step from a mask as cheaply as from lengths;
     cuDNN needs lengths."""

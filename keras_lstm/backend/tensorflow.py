@@ -75,6 +75,12 @@ def full_float32():
         tf.config.experimental.enable_tensor_float_32_execution(saved)
 
 
+def syncs_to_branch(inputs) -> bool:
+    """A data-dependent branch runs on the device (a conditional in the
+    compiled program or graph, or an eager host value): no sync."""
+    return False
+
+
 def takes_mask(inputs) -> bool:
     """The loop selects per step from a mask as cheaply as from lengths;
     cuDNN needs lengths, and runs wherever TensorFlow sees a GPU."""

@@ -130,6 +130,13 @@ def _full_float32_by_precision():
             f.fp32_precision = value
 
 
+def syncs_to_branch(inputs) -> bool:
+    """A data-dependent branch of eager torch reads its condition on the
+    host: on CUDA that waits for the GPU, stalling the queue of work the
+    host runs ahead."""
+    return inputs.device.type == "cuda"
+
+
 def takes_mask(inputs) -> bool:
     """torch's kernel takes lengths (through the padding feature)."""
     return False
