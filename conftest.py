@@ -34,12 +34,41 @@ def _has_gpu() -> bool:
     return False
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--emulate-cudnn",
+        action="store_true",
+        help="JAX: run the jax-cudnn kernel on the CPU, its cuDNN call "
+        "replaced by jax.experimental.rnn's reference with cuDNN's input "
+        "contract asserted (tests/cudnn_emulation.py); gpu-marked tests "
+        "run too",
+    )
+
+
+def _emulating(config) -> bool:
+    return (
+        config.getoption("--emulate-cudnn")
+        and keras.backend.backend() == "jax"
+        and not _has_gpu()
+    )
+
+
+def pytest_configure(config):
+    if _emulating(config):
+        from tests import cudnn_emulation
+
+        cudnn_emulation.install(setattr)
+
+
 def pytest_report_header(config):
-    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+    header = f"keras {keras.__version__}, backend {keras.backend.backend()}"
+    if _emulating(config):
+        header += ", cuDNN emulated on CPU (--emulate-cudnn)"
+    return header
 
 
 def pytest_collection_modifyitems(config, items):
-    if _has_gpu():
+    if _has_gpu() or _emulating(config):
         return
     skip = pytest.mark.skip(reason="needs a GPU; none is visible")
     for item in items:

@@ -16,7 +16,7 @@ import pytest
 
 import keras_lstm
 import keras_lstm.backend
-from tests import helpers
+from tests import cudnn_emulation, helpers
 from tests.oracle import lstm_reference
 from tests.test_bidirectional import _oracle
 from tests.test_fused_parity import grad, reference_mode
@@ -25,8 +25,18 @@ BACKEND = keras.backend.backend()
 B, T, F, U = helpers.BATCH, helpers.TIMESTEPS, helpers.FEATURES, helpers.UNITS
 MASK_KINDS = ["none", "right", "left", "holes", "full_row"]
 KERNELS = keras_lstm.backend.kernels
-# Where a bidirectional kernel runs on this (CPU) machine.
-FUSED_HERE = BACKEND == "torch"
+
+
+def _bidirectional_here(masked_with_states=False):
+    """Whether a bidirectional kernel runs float32 calls on this machine's
+    device (torch anywhere, JAX on a GPU), as the kernel module says."""
+    if KERNELS is None:
+        return False
+    x = helpers.tensor(np.zeros((2, 3, F), "float32"))
+    return not KERNELS.bidirectional_unsupported(x, masked_with_states)
+
+
+FUSED_HERE = _bidirectional_here()
 
 
 def _pair(seed, merge_mode="concat", **kwargs):
@@ -198,7 +208,7 @@ def test_initial_state(monkeypatch, mask_kind):
     expected = _expected(x, weights, mask, "concat", True, state)
     expected += _states(x, weights, mask, state)
     helpers.assert_close(actual, expected)
-    if FUSED_HERE and mask is None:
+    if FUSED_HERE and (mask is None or _bidirectional_here(True)):
         assert calls["bidirectional"] == 1 and not plan.reasons
     elif FUSED_HERE:
         # torch's kernel crosses the padding first: only zero backward
@@ -228,8 +238,8 @@ def test_stateful_keeps_both_directions(monkeypatch, mask_kind):
     outputs = [[_call(b, x, mask) for x in (x1, x2)] for b in layers]
     helpers.assert_close(outputs[0], outputs[1])
     if FUSED_HERE:
-        expected = 2 if mask is None else 0
-        assert calls["bidirectional"] == expected
+        runs = mask is None or _bidirectional_here(True)
+        assert calls["bidirectional"] == (2 if runs else 0)
     # The second call started from the first one's final states.
     states = [helpers.to_numpy(v) for v in layers[0].forward_layer.states]
     _, h, c = lstm_reference(x1, *weights[:3], mask=mask, return_state=True)
@@ -353,13 +363,7 @@ def test_jax_cudnn_bidirectional_on_reference_rnn(monkeypatch):
     # The GPU branch (packing of both directions, stacked states, the
     # backward sequence put in its own order) end to end on CPU, with the
     # cuDNN call replaced by jax.experimental.rnn's reference of it.
-    from jax.experimental import rnn
-
-    from keras_lstm.backend import jax as jax_kernels
-    from tests.test_gpu import _reference_rnn_lstm
-
-    monkeypatch.setattr(jax_kernels, "_on_gpu", lambda: True)
-    monkeypatch.setattr(rnn, "lstm", _reference_rnn_lstm)
+    cudnn_emulation.install(monkeypatch.setattr)
     fused, generic, weights = _pair(
         12, return_sequences=True, return_state=True
     )

@@ -14,7 +14,7 @@ import pytest
 import keras_lstm
 import keras_lstm.backend
 from keras_lstm import ops as lstm_ops
-from tests import helpers
+from tests import cudnn_emulation, helpers
 from tests.test_fused_parity import (
     check_gradients,
     forward,
@@ -180,39 +180,6 @@ def test_lstm_ref_on_packed_weights_matches_generic():
     )
 
 
-def _reference_rnn_lstm(
-    x,
-    h_0,
-    c_0,
-    weights,
-    seq_lengths,
-    input_size,
-    hidden_size,
-    num_layers,
-    dropout,
-    bidirectional,
-    precision=None,
-):
-    """jax.experimental.rnn.lstm's contract, computed by its lstm_ref."""
-    from jax.experimental import rnn
-
-    unpacked = rnn.unpack_lstm_weights(
-        weights, input_size, hidden_size, num_layers, bidirectional
-    )
-    return rnn.lstm_ref(
-        x,
-        h_0,
-        c_0,
-        *unpacked,
-        seq_lengths,
-        input_size,
-        hidden_size,
-        num_layers,
-        dropout,
-        bidirectional,
-    )
-
-
 @only_jax
 @pytest.mark.parametrize("mask_kind", MASK_KINDS)
 def test_jax_cudnn_path_on_reference_rnn_matches_generic(
@@ -220,12 +187,8 @@ def test_jax_cudnn_path_on_reference_rnn_matches_generic(
 ):
     # The layer's cuDNN branch (packing, lengths, state shapes) runs end to
     # end on CPU with the cuDNN call replaced by JAX's own reference of it.
-    from jax.experimental import rnn
 
-    from keras_lstm.backend import jax as jax_kernels
-
-    monkeypatch.setattr(jax_kernels, "_on_gpu", lambda: True)
-    monkeypatch.setattr(rnn, "lstm", _reference_rnn_lstm)
+    cudnn_emulation.install(monkeypatch.setattr)
     x, kernel, recurrent_kernel, bias, h0, c0 = _jax_problem(5)
     weights = [kernel, recurrent_kernel, bias]
     mask = helpers.make_mask(mask_kind)
@@ -242,23 +205,6 @@ def test_jax_cudnn_path_on_reference_rnn_matches_generic(
     check_gradients(fused, generic, x, [h0, c0], weights, mask, expected, rng)
 
 
-def _float32_only_rnn_lstm(*args, precision=None, **kwargs):
-    """jax.experimental.rnn.lstm's contract as cuDNN enforces it: float32
-    only, and a precision of HIGH or HIGHEST (its "default"/bfloat16
-    precision raises NotImplementedError)."""
-    import jax
-
-    assert all(str(a.dtype) == "float32" for a in args[:4]), [
-        a.dtype for a in args[:4]
-    ]
-    assert precision in (jax.lax.Precision.HIGH, jax.lax.Precision.HIGHEST)
-    _PRECISIONS.append(precision)
-    return _reference_rnn_lstm(*args, **kwargs)
-
-
-_PRECISIONS = []
-
-
 @only_jax
 @pytest.mark.parametrize(
     "policy", ["mixed_float16", "mixed_bfloat16", "float64"]
@@ -270,14 +216,10 @@ def test_jax_cudnn_takes_16_bit_as_float32_and_float64_on_the_scan(
     # scan) and give the compute dtype back; float64 runs the jax-scan
     # kernel there. explain() says so.
     import jax
-    from jax.experimental import rnn
-
-    from keras_lstm.backend import jax as jax_kernels
 
     if policy == "float64" and not jax.config.jax_enable_x64:
         pytest.skip("float64 needs jax_enable_x64")
-    monkeypatch.setattr(jax_kernels, "_on_gpu", lambda: True)
-    monkeypatch.setattr(rnn, "lstm", _float32_only_rnn_lstm)
+    cudnn_emulation.install(monkeypatch.setattr)
     x, kernel, recurrent_kernel, bias, h0, c0 = _jax_problem(9)
     weights = [kernel, recurrent_kernel, bias]
     fused, generic = layer_pair(
@@ -309,17 +251,13 @@ def test_jax_cudnn_takes_16_bit_as_float32_and_float64_on_the_scan(
 @only_jax
 def test_jax_cudnn_precision_follows_jax_and_never_bfloat16(monkeypatch):
     import jax
-    from jax.experimental import rnn
 
-    from keras_lstm.backend import jax as jax_kernels
-
-    monkeypatch.setattr(jax_kernels, "_on_gpu", lambda: True)
-    monkeypatch.setattr(rnn, "lstm", _float32_only_rnn_lstm)
+    cudnn_emulation.install(monkeypatch.setattr)
     x, kernel, recurrent_kernel, bias, _, _ = _jax_problem(10)
     layer = helpers.built_layer(
         keras_lstm.LSTM, [kernel, recurrent_kernel, bias]
     )
-    _PRECISIONS.clear()
+    cudnn_emulation.PRECISIONS.clear()
     # The suite runs at "highest" (conftest.py): no TF32.
     assert not any("TF32" in n for n in keras_lstm.explain(layer, x).notes)
     layer(x)
@@ -328,7 +266,7 @@ def test_jax_cudnn_precision_follows_jax_and_never_bfloat16(monkeypatch):
             assert any("TF32" in n for n in keras_lstm.explain(layer, x).notes)
             layer(x)
     assert (
-        _PRECISIONS
+        cudnn_emulation.PRECISIONS
         == [jax.lax.Precision.HIGHEST] + [jax.lax.Precision.HIGH] * 3
     )
 
@@ -371,7 +309,7 @@ def test_gpu_bidirectional_matches_per_direction_generic(monkeypatch):
         assert plan.kernel == GPU_KERNELS[BACKEND] + "-bidirectional"
     helpers.assert_close(
         helpers.call_layer(fused, x, mask=mask),
-        forward(generic, x, mask=mask),
+        helpers.call_layer(generic, x, mask=mask),
         rtol=GPU_TOL,
         atol=GPU_TOL,
     )
