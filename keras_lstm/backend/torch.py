@@ -279,9 +279,10 @@ def _run(inputs, h0, c0, weights, bidirectional):
 # calling thread and in the OpenMP threads torch computes on, and puts back
 # each thread's own setting after.
 _TINY, _ONE = 5e-324, 1.0  # the smallest double: zero once flushed
-# Setting it wakes every OpenMP thread twice a pass: 0.15 ms a call, 0.4 ms
-# a train step (16 rows, 32 units, 128 steps here), which a small model
-# feels (10%) and a large one does not (1% at 64 rows, 256 units); and a
+# Setting it wakes every OpenMP thread twice a pass: 0.12 ms a predict,
+# 0.56 ms a train step at 16 rows, 128 steps, 32 units, which a small model
+# feels (10-15%) and a large one does not (1% at 64 rows, 256 units;
+# benchmarks/probe_denormals.py); and a
 # decay into the denormal range takes a long sequence (at 100 steps
 # flushing changed nothing on that Xeon). So it flushes from
 # FLUSH_FROM_STEPS steps and FLUSH_FROM_WORK rows x steps x units on.
