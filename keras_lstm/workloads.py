@@ -831,7 +831,8 @@ def _gpu_memory_mb(backend):
 
             info = tf.config.experimental.get_memory_info("GPU:0")
             return info["current"] / mb, info["peak"] / mb
-    except Exception:  # a memory row must never fail the run
+    except (AttributeError, KeyError, RuntimeError):
+        # An older API, a missing key, an allocator that keeps no stats.
         pass
     return None
 
