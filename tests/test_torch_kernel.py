@@ -390,3 +390,28 @@ def test_right_padded_masks_reach_the_kernel_without_a_gather(
     )
     with torch.no_grad():
         helpers.assert_close(got, helpers.call_layer(generic, x, mask=mask))
+
+
+@needs_flush
+def test_second_order_gradients_through_the_flushed_op(_threads):
+    # A gradient penalty differentiates the gradient: the flushed op's
+    # backward must be differentiable, as torch's own op's is.
+    rng = np.random.default_rng(7)
+    x = helpers.random_inputs(rng, timesteps=LONG)
+    weights = helpers.random_weights(rng)
+
+    def penalty_gradient(use_cudnn):
+        layer = helpers.built_layer(
+            keras_lstm.LSTM, weights, use_cudnn=use_cudnn
+        )
+        inputs = helpers.tensor(x).requires_grad_(True)
+        (grad,) = torch.autograd.grad(
+            layer(inputs).sum(), inputs, create_graph=True
+        )
+        (grad.square().sum()).backward()
+        return inputs.grad, layer.cell.kernel.value.grad
+
+    for got, want in zip(
+        penalty_gradient("auto"), penalty_gradient(False), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -409,7 +409,8 @@ class _FlushedBackward(torch.autograd.Function):
                 t.detach().requires_grad_(t.requires_grad) for t in tensors
             ]
             outputs = op(*leaves)
-        ctx.leaves, ctx.outputs = leaves, outputs
+        ctx.op, ctx.leaves, ctx.outputs = op, leaves, outputs
+        ctx.save_for_backward(*tensors)
         # An output the loss does not use gets no gradient (None), not a
         # tensor of zeros: the sequence of a long input is large.
         ctx.set_materialize_grads(False)
@@ -417,28 +418,37 @@ class _FlushedBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        leaves, outputs = ctx.leaves, ctx.outputs
-        pairs = [
-            (o, g) for o, g in zip(outputs, grads, strict=True) if g is not None
-        ]
-        wanted = [t for t in leaves if t.requires_grad]
-        if not pairs:
-            return (None,) * (len(leaves) + 1)
+        if not any(g is not None for g in grads):
+            return (None,) * (len(ctx.leaves) + 1)
         with flushed_denormals():
+            if torch.is_grad_enabled():
+                # create_graph=True (a gradient penalty, a Hessian): the
+                # gradients must be differentiable functions of the
+                # caller's tensors, so the op runs again on those.
+                inputs = ctx.saved_tensors
+                outputs = ctx.op(*inputs)
+            else:
+                inputs, outputs = ctx.leaves, ctx.outputs
+            pairs = [
+                (o, g)
+                for o, g in zip(outputs, grads, strict=True)
+                if g is not None
+            ]
             found = iter(
                 torch.autograd.grad(
                     [o for o, _ in pairs],
-                    wanted,
+                    [t for t in inputs if t.requires_grad],
                     [g for _, g in pairs],
                     # Kept as long as the caller's graph (which holds this
                     # node): a backward with retain_graph=True may come
                     # again.
                     retain_graph=True,
+                    create_graph=torch.is_grad_enabled(),
                     allow_unused=True,
                 )
             )
         return (None,) + tuple(
-            next(found) if t.requires_grad else None for t in leaves
+            next(found) if t.requires_grad else None for t in inputs
         )
 
 
