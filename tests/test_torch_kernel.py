@@ -26,6 +26,7 @@ if keras.backend.backend() == "torch":
     import torch
 
     from keras_lstm.backend import torch as torch_kernels
+    from keras_lstm.backend import torch_denormals as denormals
 
 UNITS = 6
 
@@ -146,12 +147,8 @@ LONG = (
 )
 
 
-def _flush_supported():
-    return torch_kernels._flush_supported()
-
-
 needs_flush = pytest.mark.skipif(
-    keras.backend.backend() != "torch" or not torch_kernels._flush_supported(),
+    keras.backend.backend() != "torch" or not denormals.supported(),
     reason="torch cannot flush denormals on this CPU",
 )
 
@@ -196,7 +193,7 @@ def test_flushed_denormals_covers_every_thread_and_restores(_threads):
         assert 0 < _zeros_in_parallel_op()[0] < _DENORMALS.numel()
     finally:
         torch.set_flush_denormal(False)
-    with torch_kernels.flushed_denormals():
+    with denormals.flushed():
         zeros, total = _zeros_in_parallel_op()
         assert zeros == total  # the caller's thread and its workers
         assert _caller_flushes()
@@ -208,7 +205,7 @@ def test_flushed_denormals_covers_every_thread_and_restores(_threads):
 def test_a_caller_that_flushes_keeps_flushing(_threads):
     torch.set_flush_denormal(True)
     try:
-        with torch_kernels.flushed_denormals():
+        with denormals.flushed():
             pass
         assert _caller_flushes()
     finally:
@@ -324,9 +321,9 @@ def test_explain_says_denormals_are_flushed(monkeypatch):
     # setting it would show.
     assert not flushed(LONG)
     big = torch_kernels.FLUSH_FROM_WORK // (2 * LONG)
-    assert flushed(LONG, units=big) == _flush_supported()
+    assert flushed(LONG, units=big) == denormals.supported()
     monkeypatch.setattr(torch_kernels, "FLUSH_FROM_WORK", 0)
-    assert flushed(LONG) == _flush_supported()
+    assert flushed(LONG) == denormals.supported()
     # Nor for short sequences.
     assert not flushed(LONG - 1)
 
