@@ -26,7 +26,7 @@ import numpy as np
 
 import keras_lstm
 import keras_lstm.backend
-from keras_lstm import cli
+from keras_lstm import bench_util, cli
 from keras_lstm.dispatch import GENERIC
 
 BACKEND = keras.backend.backend()
@@ -113,47 +113,7 @@ def _distribution_version(names) -> str | None:
 
 def on_gpu() -> bool:
     """Whether the active backend runs on a GPU here."""
-    if BACKEND == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    if BACKEND == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
-
-
-def device() -> str:
-    """The device the active backend computes on, by name."""
-    if BACKEND == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            count = torch.cuda.device_count()
-            return f"{torch.cuda.get_device_name(0)} (cuda, {count} visible)"
-        return "CPU (torch sees no CUDA device)"
-    if BACKEND == "jax":
-        import jax
-
-        devices = jax.devices()
-        kinds = sorted({d.device_kind for d in devices})
-        platform_ = devices[0].platform if devices else "none"
-        return f"{', '.join(kinds)} ({platform_}, {len(devices)} visible)"
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            return "CPU (TensorFlow sees no GPU)"
-        details = tf.config.experimental.get_device_details(gpus[0])
-        name = details.get("device_name", gpus[0].name)
-        return f"{name} (GPU, {len(gpus)} visible)"
-    return f"CPU ({BACKEND} backend)"
+    return bench_util.device(BACKEND)[1]
 
 
 def _framework() -> dict[str, str]:
@@ -185,8 +145,6 @@ def _framework() -> dict[str, str]:
 
 def environment() -> dict[str, str]:
     """Versions, CPU and device, in the order printed."""
-    from keras_lstm import benchmark
-
     info = {
         "keras_lstm": keras_lstm.__version__,
         "keras": keras.__version__,
@@ -198,8 +156,8 @@ def environment() -> dict[str, str]:
         if found is not None:
             info[label] = found
     info.update(_framework())
-    info["cpu"] = benchmark.cpu()
-    info["device"] = device()
+    info["cpu"] = bench_util.cpu()
+    info["device"] = bench_util.device(BACKEND)[0]
     return info
 
 
