@@ -239,8 +239,12 @@ def _loop(
         ]
         return (t + 1, h_new, c_new, *written)
 
+    # The bound is maximum_iterations alone: a condition that captured
+    # `timesteps` too made tf2onnx's Loop carry it as int64 where the body
+    # reads int32, a file ONNX Runtime refused ("Tensor element type
+    # mismatch").
     _, h, c, *lists = tf.while_loop(
-        lambda t, *_: t < timesteps,
+        lambda *_: True,
         body,
         (0, h0, c0, *outputs),
         maximum_iterations=timesteps,
