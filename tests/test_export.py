@@ -132,3 +132,74 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
     model.export(path, format="onnx", verbose=False)
     actual = _run_onnx(path, x)[0]
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def _sequences_and_states():
+    """return_sequences and return_state, initial states as inputs."""
+    inputs = keras.Input((None, 3))
+    h0, c0 = keras.Input((4,)), keras.Input((4,))
+    outputs = keras_lstm.LSTM(4, return_sequences=True, return_state=True)(
+        inputs, initial_state=[h0, c0]
+    )
+    return keras.Model([inputs, h0, c0], outputs)
+
+
+def _sequential(*layers):
+    return keras.Sequential([keras.Input((None, 3)), *layers])
+
+
+# Each configuration, and the ONNX op its export runs the LSTM as on each
+# backend: ONNX's LSTM where the exporter reaches it, else a Loop.
+_CONFIGURATIONS = {
+    "last_output": (
+        lambda: _sequential(keras_lstm.LSTM(4), keras.layers.Dense(2)),
+        {"tensorflow": "LSTM"},
+    ),
+    "sequences_and_states": (_sequences_and_states, {"tensorflow": "LSTM"}),
+    "go_backwards_no_bias": (
+        lambda: _sequential(
+            keras_lstm.LSTM(
+                4, go_backwards=True, use_bias=False, return_sequences=True
+            )
+        ),
+        {"tensorflow": "LSTM"},
+    ),
+    "bidirectional": (
+        lambda: _sequential(keras_lstm.Bidirectional(keras_lstm.LSTM(4))),
+        {"tensorflow": "LSTM"},
+    ),
+    # A mask that is not right-padded in the data: the loop selects per
+    # step (TensorFlow), or the valid steps move to the front first.
+    "masked": (
+        lambda: _sequential(keras.layers.Masking(), keras_lstm.LSTM(4)),
+        {"tensorflow": "Loop"},
+    ),
+}
+
+
+@needs_onnx
+@pytest.mark.parametrize("configuration", sorted(_CONFIGURATIONS))
+def test_onnx_export_runs_the_lstm_op_and_matches(tmp_path, configuration):
+    import onnx
+
+    build, ops = _CONFIGURATIONS[configuration]
+    model = build()
+    rng = np.random.default_rng(1)
+    # Another batch size and length than the export traced with: dynamic
+    # axes.
+    x = rng.normal(size=(3, 6, 3)).astype("float32")
+    x[1, :2] = 0.0  # masked at the front, for the Masking layer
+    x[2, 4:] = 0.0  # and at the back
+    inputs = [x]
+    if len(model.inputs) == 3:
+        inputs += [rng.normal(size=(3, 4)).astype("float32")] * 2
+    expected = model.predict(inputs if len(inputs) > 1 else x, verbose=0)
+    if not isinstance(expected, (list, tuple)):
+        expected = [expected]
+    path = str(tmp_path / "model.onnx")
+    model.export(path, format="onnx", verbose=False)
+    graph = onnx.load(path).graph
+    op_types = {n.op_type for n in graph.node}
+    assert ops[BACKEND] in op_types
+    for actual, wanted in zip(_run_onnx(path, *inputs), expected, strict=True):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)

@@ -202,6 +202,13 @@ def _step_validity(valid, timesteps):
     return lambda t: steps.read(t)[:, None]
 
 
+def _time_major_list(inputs, timesteps):
+    """The inputs as a TensorList of steps, as Keras's own TensorFlow loop
+    reads them."""
+    steps = tf.TensorArray(inputs.dtype, size=timesteps)
+    return steps.unstack(tf.transpose(inputs, (1, 0, 2)))
+
+
 def _loop(
     inputs, h0, c0, valid, kernel, recurrent_kernel, bias, saves, sequence
 ):
@@ -213,16 +220,21 @@ def _loop(
     may be None (every step valid): no per-step selects then."""
     timesteps = tf.shape(inputs)[1]
     is_valid = _step_validity(valid, timesteps)
-    kept = (3 if saves else 0) + (1 if sequence and not saves else 0)
+    # The inference form always writes the outputs (stacked only with
+    # `sequence`) and reads its steps from a list: the loop tf2onnx
+    # rewrites as ONNX's LSTM op (tensorflow_export.py).
+    kept = 3 if saves else 1
     outputs = [
         tf.TensorArray(inputs.dtype, size=timesteps) for _ in range(kept)
     ]
+    steps = None if saves else _time_major_list(inputs, timesteps)
 
     def body(t, h, c, *outputs):
         # Each step projects its own input: under XLA on CPU that is 2x
         # faster than one hoisted matmul over all steps, and equal in a
         # graph.
-        z = inputs[:, t] @ kernel + h @ recurrent_kernel + bias
+        x = inputs[:, t] if steps is None else steps.read(t)
+        z = tf.nn.bias_add(x @ kernel + h @ recurrent_kernel, bias)
         i, f, g, o = tf.split(z, 4, axis=-1)
         i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
         c_new = f * c + i * g
