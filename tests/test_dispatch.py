@@ -162,20 +162,27 @@ def test_unsupported_dtype_falls_back(monkeypatch, dtype):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch tracing rules")
 @pytest.mark.parametrize(
-    "patched, reason",
-    [
-        ("torch.compiler.is_exporting", "torch.export"),
-        ("torch.jit.is_tracing", "torch.jit"),
-    ],
+    "patched", ["torch.compiler.is_exporting", "torch.jit.is_tracing"]
 )
-def test_torch_tracing_falls_back(monkeypatch, patched, reason):
+def test_torch_tracing_runs_the_export_form(monkeypatch, patched):
     # Exporting a model here would take long; the rule only asks torch
-    # whether it is tracing, so answering "yes" exercises it.
+    # whether it is tracing, so answering "yes" exercises it: the fused
+    # kernel's exportable form runs (test_export.py exports for real), and
+    # gives the keras.ops path's numbers, masked too.
     monkeypatch.setattr(patched, lambda: True)
-    plan, fused = _run_and_explain(monkeypatch, _layer(), _inputs())
-    assert not fused
-    assert plan.kernel == GENERIC
-    assert len(plan.reasons) == 1 and reason in plan.reasons[0]
+    layer, x = _layer(), _inputs()
+    mask = helpers.make_mask("holes")
+    plan, fused = _run_and_explain(monkeypatch, layer, x, mask=mask)
+    assert fused and plan.kernel == "torch-export"
+    actual = helpers.call_layer(layer, x, mask=mask)
+    monkeypatch.setattr(layer, "use_cudnn", False)  # the keras.ops path
+    expected = helpers.call_layer(layer, x, mask=mask)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(actual),
+        keras.ops.convert_to_numpy(expected),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @needs_kernel

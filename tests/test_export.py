@@ -63,34 +63,57 @@ def test_tf_saved_model_reloads_and_matches(
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch export")
-def test_torch_export_runs_the_traceable_path_and_matches():
+def test_torch_export_keeps_torch_lstm_op_and_matches():
+    # The fused kernel's exportable form: one aten.lstm per layer, with a
+    # dynamic batch and length; masks included (their valid steps moved to
+    # the front).
     import torch
 
     model, x = _model_and_inputs()
     expected = keras.ops.convert_to_numpy(model(x))
-    program = torch.export.export(model, (torch.from_numpy(x),))
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        model, (torch.from_numpy(x),), dynamic_shapes=(({0: batch},),)
+    )
+    targets = [str(n.target) for n in program.graph.nodes]
+    assert sum("aten.lstm" in t for t in targets) == 2, targets
     actual = program.module()(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    # Another batch size than the one traced.
+    x3 = np.concatenate([x, x[:1]])
+    actual = program.module()(torch.from_numpy(x3)).detach().numpy()
+    np.testing.assert_allclose(
+        actual,
+        keras.ops.convert_to_numpy(model(x3)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch export")
-def test_exporting_reports_the_generic_path(monkeypatch):
-    # torch.export traces the keras.ops path; torch.compile keeps the
-    # fused op, outside the compiled graph (test_jit_compile.py runs one).
+def test_exporting_reports_the_export_form(monkeypatch):
+    # torch.export and torch.jit.trace (torch.onnx) run the kernel's
+    # exportable form; torch.compile keeps the fused op, outside the
+    # compiled graph (test_jit_compile.py runs one).
     import torch
 
     layer = keras_lstm.LSTM(4)
     x = np.zeros((2, 5, 3), "float32")
     layer(x)
-    assert keras_lstm.explain(layer, x).kernel != "generic"
+    assert keras_lstm.explain(layer, x).kernel not in (
+        "generic",
+        "torch-export",
+    )
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     plan = keras_lstm.explain(layer, x)
     assert plan.kernel != "generic"
     assert any("graph break" in n for n in plan.notes)
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     plan = keras_lstm.explain(layer, x)
-    assert plan.kernel == "generic"
-    assert any("torch.export" in r for r in plan.reasons)
+    assert plan.kernel == "torch-export"
+    assert not plan.reasons
+    assert any("ONNX" in n for n in plan.notes)
+    assert not any("graph break" in n for n in plan.notes)
 
 
 # The package each backend's ONNX export goes through (Keras's
@@ -153,26 +176,29 @@ def _sequential(*layers):
 _CONFIGURATIONS = {
     "last_output": (
         lambda: _sequential(keras_lstm.LSTM(4), keras.layers.Dense(2)),
-        {"tensorflow": "LSTM"},
+        {"tensorflow": "LSTM", "torch": "LSTM"},
     ),
-    "sequences_and_states": (_sequences_and_states, {"tensorflow": "LSTM"}),
+    "sequences_and_states": (
+        _sequences_and_states,
+        {"tensorflow": "LSTM", "torch": "LSTM"},
+    ),
     "go_backwards_no_bias": (
         lambda: _sequential(
             keras_lstm.LSTM(
                 4, go_backwards=True, use_bias=False, return_sequences=True
             )
         ),
-        {"tensorflow": "LSTM"},
+        {"tensorflow": "LSTM", "torch": "LSTM"},
     ),
     "bidirectional": (
         lambda: _sequential(keras_lstm.Bidirectional(keras_lstm.LSTM(4))),
-        {"tensorflow": "LSTM"},
+        {"tensorflow": "LSTM", "torch": "LSTM"},
     ),
     # A mask that is not right-padded in the data: the loop selects per
     # step (TensorFlow), or the valid steps move to the front first.
     "masked": (
         lambda: _sequential(keras.layers.Masking(), keras_lstm.LSTM(4)),
-        {"tensorflow": "Loop"},
+        {"tensorflow": "Loop", "torch": "LSTM"},
     ),
 }
 

@@ -4,7 +4,7 @@ import contextlib
 
 import torch
 
-from keras_lstm.backend import cpu
+from keras_lstm.backend import cpu, torch_export
 from keras_lstm.backend import torch_denormals as denormals
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -15,6 +15,8 @@ _NAMES = {"cuda": "torch-cudnn", "meta": "torch-meta"}
 
 
 def name(inputs) -> str:
+    if torch_export.exporting():
+        return "torch-export"
     return _NAMES.get(inputs.device.type, "torch-cpu")
 
 
@@ -73,7 +75,13 @@ def notes(inputs, units) -> tuple[str, ...]:
                 "torch.backends.cudnn.allow_tf32 is True; set it to False, "
                 "or use keras_lstm.full_float32(), for full float32)",
             )
-    if torch.compiler.is_compiling():
+    if torch_export.exporting():
+        notes += (
+            "exporting (torch.export, torch.onnx, torch.jit.trace): torch's "
+            "LSTM op alone, which ONNX's exporters write as its LSTM op; a "
+            "mask's valid steps always move to the front",
+        )
+    elif torch.compiler.is_compiling():
         notes += (
             "torch.compile: the fused op runs outside the compiled graph "
             "(a graph break), since Dynamo cannot trace it",
@@ -130,8 +138,8 @@ def _full_float32_by_precision():
 def syncs_to_branch(inputs) -> bool:
     """A data-dependent branch of eager torch reads its condition on the
     host: on CUDA that waits for the GPU, stalling the queue of work the
-    host runs ahead."""
-    return inputs.device.type == "cuda"
+    host runs ahead. An exported graph cannot branch on data at all."""
+    return inputs.device.type == "cuda" or torch_export.exporting()
 
 
 def takes_mask(inputs) -> bool:
@@ -141,13 +149,8 @@ def takes_mask(inputs) -> bool:
 
 def unsupported(inputs) -> tuple[str, ...]:
     reasons = []
-    if torch.compiler.is_exporting():
-        reasons.append(
-            "torch.export is tracing the layer, and torch's fused LSTM op "
-            "has no exportable form"
-        )
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        reasons.append("torch.jit is tracing or scripting the layer")
+    if torch.jit.is_scripting():
+        reasons.append("torch.jit is scripting the layer")
     device = inputs.device.type
     if device not in _DTYPES:
         reasons.append(f"torch has no fused LSTM on device '{device}'")
@@ -318,6 +321,10 @@ def _outside_compiled_graphs(function):
     eager = torch.compiler.disable(function)
 
     def run(*args, **kwargs):
+        # Exporting is compiling too, for torch: traced as it is, the
+        # exportable form inside.
+        if torch_export.exporting():
+            return function(*args, **kwargs)
         if torch.compiler.is_compiling():
             return eager(*args, **kwargs)
         return function(*args, **kwargs)
@@ -335,7 +342,8 @@ def lstm(
     floats = [
         a.to(math) for a in (inputs, h0, c0, kernel, recurrent_kernel, bias)
     ]
-    results = _lstm(*floats[:3], lengths, *floats[3:])
+    run = torch_export.lstm if torch_export.exporting() else _lstm
+    results = run(*floats[:3], lengths, *floats[3:])
     return tuple(r.to(dtype) for r in results)
 
 
@@ -369,7 +377,12 @@ def lstm_bidirectional(inputs, lengths, forward, backward):
     keep zero states exactly zero.
     """
     dtype, math = inputs.dtype, _math_dtype(inputs)
-    results = _lstm_bidirectional(
+    run = (
+        torch_export.lstm_bidirectional
+        if torch_export.exporting()
+        else _lstm_bidirectional
+    )
+    results = run(
         inputs.to(math),
         lengths,
         [a.to(math) for a in forward],
