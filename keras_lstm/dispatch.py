@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from keras import activations, ops
 
 from keras_lstm.backend import kernels
+from keras_lstm.backend.cell import Cell
 
 GENERIC = "generic"
 
-# The functions the fused kernels compute: Keras's activations and the
+# The functions the standard step computes: Keras's activations and the
 # keras.ops functions they wrap (the same numbers).
 _TANH = (activations.tanh, ops.tanh)
 _SIGMOID = (activations.sigmoid, ops.sigmoid)
@@ -58,53 +59,44 @@ class Plan:
     notes: tuple[str, ...] = ()
 
 
-def _name(function) -> str:
-    """A Keras activation by its name, anything else by where it lives (a
-    tanh from another library is not the one the kernels compute)."""
-    name = getattr(function, "__name__", None)
-    module = getattr(function, "__module__", None) or ""
-    if name is None:
-        return repr(function)
-    return name if module.startswith("keras.") else f"{module}.{name}"
+def cell(layer, training) -> Cell:
+    """The step `layer` runs in this mode, as the kernels take it: the
+    standard activations as None (each kernel computes them natively)."""
+    return Cell(
+        activation=None if layer.activation in _TANH else layer.activation,
+        recurrent_activation=None
+        if layer.recurrent_activation in _SIGMOID
+        else layer.recurrent_activation,
+        recurrent_dropout=bool(training) and layer.recurrent_dropout > 0,
+        unroll=layer.unroll,
+    )
 
 
-def layer_reasons(layer, training) -> list[str]:
-    """Why no fused kernel can run `layer` in this mode, from its arguments
-    (empty when one can)."""
+def layer_reasons(layer) -> list[str]:
+    """Why no kernel may run `layer`, from its arguments (empty when one
+    may): every activation, recurrent dropout and unroll run on a kernel;
+    only `use_cudnn=False` asks for the keras.ops path."""
     if layer.use_cudnn is False:
         return ["use_cudnn=False forces the keras.ops path"]
-    reasons = []
-    if layer.activation not in _TANH:
-        reasons.append(
-            f"activation is {_name(layer.activation)!r}; fused kernels "
-            "need tanh"
-        )
-    if layer.recurrent_activation not in _SIGMOID:
-        reasons.append(
-            f"recurrent_activation is {_name(layer.recurrent_activation)!r}; "
-            "fused kernels need sigmoid"
-        )
-    if training and layer.recurrent_dropout > 0:
-        reasons.append(
-            "recurrent_dropout > 0 in training; fused kernels have no "
-            "dropout inside the recurrence"
-        )
-    if layer.unroll:
-        reasons.append("unroll=True asks for the Python-unrolled loop")
-    return reasons
+    return []
 
 
 def _choose(layer, inputs, training) -> Plan:
-    reasons = layer_reasons(layer, training)
-    if layer.use_cudnn is False:
+    reasons = layer_reasons(layer)
+    if reasons:
         return Plan(GENERIC, tuple(reasons))
+    step = cell(layer, training)
     if kernels is None:
         reasons.append("this Keras backend has no fused LSTM kernel")
     else:
-        reasons.extend(kernels.unsupported(inputs))
+        reasons.extend(kernels.unsupported(inputs, step))
     if reasons:
         return Plan(GENERIC, tuple(reasons))
-    return Plan(kernels.name(inputs), (), kernels.notes(inputs, layer.units))
+    return Plan(
+        kernels.name(inputs, step),
+        (),
+        kernels.notes(inputs, layer.units, step),
+    )
 
 
 def plan(layer, inputs, training=False, strict=True) -> Plan:
@@ -167,6 +159,12 @@ def plan_bidirectional(
                 f"{direction} layer: dropout > 0 in training draws one "
                 "input mask per direction; the bidirectional kernel takes "
                 "one input"
+            )
+        step = cell(layer, training)
+        if not step.standard:
+            reasons.append(
+                f"{direction} layer: {step.describe()}; the bidirectional "
+                "kernels compute tanh and sigmoid without recurrent dropout"
             )
         if layer.activity_regularizer is not None:
             reasons.append(

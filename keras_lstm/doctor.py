@@ -56,25 +56,39 @@ _DISTRIBUTIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One call compared: its mask kind, direction and initial states."""
+    """One call compared: its mask kind, direction, initial states, and
+    whether the step is the standard one or takes other activations (the
+    kernels' own loops, where cuDNN and torch's op cannot run it)."""
 
     mask: str
     go_backwards: bool = False
     initial_state: bool = False
+    other_activations: bool = False
 
     @property
     def name(self) -> str:
         direction = "backwards" if self.go_backwards else "forwards"
         states = "initial state" if self.initial_state else "zero state"
-        return f"mask {self.mask}, {direction}, {states}"
+        name = f"mask {self.mask}, {direction}, {states}"
+        if self.other_activations:
+            name += ", " + ", ".join(
+                f"{k}={v}" for k, v in OTHER_ACTIVATIONS.items()
+            )
+        return name
 
+
+# The step of `other_activations` cases.
+OTHER_ACTIVATIONS = {
+    "activation": "relu",
+    "recurrent_activation": "hard_sigmoid",
+}
 
 CASES = tuple(
     Case(mask, go_backwards, initial_state)
     for mask in MASK_KINDS
     for go_backwards in (False, True)
     for initial_state in (False, True)
-)
+) + tuple(Case(mask, True, True, True) for mask in MASK_KINDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,13 +241,14 @@ def make_mask(kind, rng, batch=BATCH, timesteps=TIMESTEPS):
     raise ValueError(f"Unknown mask kind: {kind!r}")
 
 
-def _layer(weights, use_cudnn, go_backwards):
+def _layer(weights, use_cudnn, case):
     layer = keras_lstm.LSTM(
         UNITS,
         use_cudnn=use_cudnn,
-        go_backwards=go_backwards,
+        go_backwards=case.go_backwards,
         return_sequences=True,
         return_state=True,
+        **(OTHER_ACTIVATIONS if case.other_activations else {}),
     )
     layer.build((None, None, FEATURES))
     layer.set_weights(weights)
@@ -367,8 +382,8 @@ def _check_case(case, rng, atol) -> list[Check]:
             for _ in range(2)
         ]
     mask = make_mask(case.mask, rng)
-    fused = _layer(weights, "auto", case.go_backwards)
-    generic = _layer(weights, False, case.go_backwards)
+    fused = _layer(weights, "auto", case)
+    generic = _layer(weights, False, case)
     plan = keras_lstm.explain(fused, x, mask=mask, initial_state=state)
     if plan.kernel == GENERIC:
         reason = "; ".join(plan.reasons)
@@ -446,7 +461,8 @@ def check(atol=None, seed=0, cases=CASES) -> list[Check]:
             GPU.
         seed: seed of the random inputs, weights, masks and cotangents.
         cases: the `Case`s to run (default: every mask kind, both
-            directions, with and without initial states).
+            directions, with and without initial states; and every mask
+            kind with other activations).
 
     Returns:
         One `Check` per comparison; a case that raised, or whose fused

@@ -5,6 +5,7 @@ against keras.ops: time_major, go_backwards, masks, initial and stateful
 states, dropout. The loop itself runs in `keras_lstm.ops.lstm`.
 """
 
+import functools
 import numbers
 
 import keras
@@ -261,9 +262,7 @@ class LSTM(keras.layers.Layer):
         if kernels is None:
             return True
         fused = self.use_cudnn is not False
-        scan = not self.unroll and (
-            not fused or dispatch.layer_reasons(self, training=True)
-        )
+        scan = not fused and not self.unroll
         if scan and not kernels.scan_runs_under_xla():
             return False
         return not (fused and kernels.xla_hides_fused())
@@ -558,24 +557,28 @@ class LSTM(keras.layers.Layer):
                 recurrent_dropout_mask=recurrent_mask,
                 unroll=self.unroll,
             )
-        if mask is None or kernels.takes_mask(x):
+        step = dispatch.cell(self, training)
+        run = functools.partial(
+            kernels.lstm,
+            sequence=sequence,
+            cell=step,
+            recurrent_mask=recurrent_mask,
+        )
+        if mask is None or kernels.takes_mask(x, step):
             # A loop kernel selects per step: the mask as it is.
-            return kernels.lstm(
-                x, h0, c0, mask, *self._weights(), sequence=sequence
-            )
+            return run(x, h0, c0, mask, *self._weights())
         # Lengths kernels (cuDNN, torch): valid steps to the front, unless
         # they are there already (right-padded masks).
         right = None
         if not kernels.syncs_to_branch(x):
             right = masking.right_padded(mask, seen)
         return self._uncompact(
-            kernels.lstm(
+            run(
                 masking.compact(x, mask, seen, right),
                 h0,
                 c0,
                 masking.kernel_lengths(seen),
                 *self._weights(),
-                sequence=sequence,
             ),
             h0,
             c0,

@@ -17,6 +17,7 @@ import pytest
 
 import keras_lstm
 import keras_lstm.backend
+from keras_lstm import dispatch
 from keras_lstm.dispatch import GENERIC
 from tests import helpers
 from tests.test_fused_parity import spy_on_kernel
@@ -69,25 +70,31 @@ ELIGIBLE = [
     ("stateful", {"stateful": True}, {}),
     ("use_cudnn_true", {"use_cudnn": True}, {}),
     ("activation_tanh_object", {"activation": keras.activations.tanh}, {}),
+    # Steps the frameworks' fused ops do not compute run the kernels' own
+    # loops (torch-loop on torch).
+    ("activation", {"activation": "relu"}, {}),
+    ("recurrent_activation", {"recurrent_activation": "hard_sigmoid"}, {}),
+    (
+        "recurrent_dropout_training",
+        {"recurrent_dropout": 0.5},
+        {"training": True},
+    ),
+    ("unroll", {"unroll": True}, {}),
+    (
+        "everything_at_once",
+        {
+            "activation": "relu",
+            "recurrent_activation": "hard_sigmoid",
+            "recurrent_dropout": 0.5,
+            "unroll": True,
+        },
+        {"training": True, "mask": helpers.make_mask("holes")},
+    ),
 ]
 
 # (id, layer arguments, call arguments, a word the single reason must hold):
 # one failed rule each, so each rule is seen to act on its own.
 INELIGIBLE = [
-    ("activation", {"activation": "relu"}, {}, "activation is 'relu'"),
-    (
-        "recurrent_activation",
-        {"recurrent_activation": "hard_sigmoid"},
-        {},
-        "recurrent_activation is 'hard_sigmoid'",
-    ),
-    (
-        "recurrent_dropout_training",
-        {"recurrent_dropout": 0.5},
-        {"training": True},
-        "recurrent_dropout",
-    ),
-    ("unroll", {"unroll": True}, {}, "unroll=True"),
     ("use_cudnn_false", {"use_cudnn": False}, {}, "use_cudnn=False"),
 ]
 
@@ -106,8 +113,12 @@ def test_eligible_calls_run_the_fused_kernel(
     plan, fused = _run_and_explain(monkeypatch, layer, x, **call_kwargs)
     assert fused
     assert plan.reasons == ()
-    assert plan.kernel == KERNELS.name(keras.ops.convert_to_tensor(x))
+    step = dispatch.cell(layer, call_kwargs.get("training"))
+    assert plan.kernel == KERNELS.name(keras.ops.convert_to_tensor(x), step)
     assert plan.kernel != GENERIC
+    if BACKEND == "torch":
+        standard = step.standard
+        assert (plan.kernel == "torch-loop") == (not standard), plan
 
 
 @needs_kernel
@@ -132,7 +143,9 @@ def test_backend_reasons_keep_the_fused_kernel_off(monkeypatch):
     # Device, dtype and tracing rules come from the backend module; whatever
     # it reports must reach explain() and keep the call generic.
     reason = "the test says this device cannot run it"
-    monkeypatch.setattr(KERNELS, "unsupported", lambda inputs: (reason,))
+    monkeypatch.setattr(
+        KERNELS, "unsupported", lambda inputs, cell=None: (reason,)
+    )
     plan, fused = _run_and_explain(monkeypatch, _layer(), _inputs())
     assert not fused
     assert plan == keras_lstm.Plan(GENERIC, (reason,))
@@ -187,13 +200,19 @@ def test_torch_tracing_runs_the_export_form(monkeypatch, patched):
 
 @needs_kernel
 def test_explain_follows_training(monkeypatch):
-    # The same layer changes path with the training flag, call by call.
+    # Recurrent dropout exists in training only: the same layer runs the
+    # standard step outside it (torch's own op on torch) and the kernels'
+    # loop in it, call by call.
     layer = _layer(recurrent_dropout=0.5)
     x = _inputs()
-    for training, want_fused in [(True, False), (False, True), (True, False)]:
+    kernels = {}
+    for training in (True, False, True):
         plan, fused = _run_and_explain(monkeypatch, layer, x, training=training)
-        assert fused == want_fused
-        assert (plan.reasons == ()) == want_fused
+        assert fused and plan.reasons == ()
+        kernels.setdefault(training, set()).add(plan.kernel)
+    assert len(kernels[True]) == 1
+    if BACKEND == "torch":
+        assert kernels == {True: {"torch-loop"}, False: {"torch-cpu"}}
 
 
 @needs_kernel
@@ -208,49 +227,73 @@ def test_explain_ignores_the_mask_and_handles_time_major():
     assert plan.kernel == KERNELS.name(batch_major)
 
 
-def test_every_failed_rule_is_reported():
+@needs_kernel
+def test_other_steps_are_explained_where_the_framework_op_cannot_run():
+    layer = _layer(
+        activation="relu",
+        recurrent_activation="hard_sigmoid",
+        recurrent_dropout=0.5,
+    )
+    plan = keras_lstm.explain(layer, _inputs(), training=True)
+    assert plan.reasons == ()
+    if BACKEND == "torch":
+        # torch's op fixes tanh and sigmoid: the note names the loop and
+        # what the op cannot take.
+        (note,) = [n for n in plan.notes if "torch loop" in n]
+        for word in ("'relu'", "'hard_sigmoid'", "recurrent dropout"):
+            assert word in note
+
+
+def test_use_cudnn_false_is_the_only_layer_rule():
     layer = _layer(
         activation="relu",
         recurrent_activation="hard_sigmoid",
         recurrent_dropout=0.5,
         unroll=True,
+        use_cudnn=False,
     )
     plan = keras_lstm.explain(layer, _inputs(), training=True)
-    assert plan.kernel == GENERIC
-    words = ["'relu'", "'hard_sigmoid'", "recurrent_dropout", "unroll"]
-    assert len(plan.reasons) >= 4
-    for word in words:
-        assert sum(word in r for r in plan.reasons) == 1, (word, plan.reasons)
-    # Outside training the recurrent dropout rule does not apply.
-    plan = keras_lstm.explain(layer, _inputs(), training=False)
-    assert not any("recurrent_dropout" in r for r in plan.reasons)
+    assert plan == keras_lstm.Plan(
+        GENERIC, ("use_cudnn=False forces the keras.ops path",)
+    )
 
 
+@needs_kernel
 def test_use_cudnn_true_names_every_failed_condition(monkeypatch):
     layer = _layer(activation="relu", unroll=True, use_cudnn=True)
     x = _inputs()
+    reasons = ("the test says the device cannot", "and the dtype neither")
+    monkeypatch.setattr(
+        KERNELS, "unsupported", lambda inputs, cell=None: reasons
+    )
     # explain() does not raise: it returns what the call raises with.
     plan = keras_lstm.explain(layer, x)
-    assert plan.kernel == GENERIC
-    assert len(plan.reasons) >= 2
-    calls = spy_on_kernel(monkeypatch) if KERNELS is not None else []
+    assert plan == keras_lstm.Plan(GENERIC, reasons)
+    calls = spy_on_kernel(monkeypatch)
     with pytest.raises(ValueError, match="use_cudnn=True") as error:
         helpers.call_layer(layer, x)
     message = str(error.value)
     assert layer.name in message
-    assert "'relu'" in message and "unroll" in message
-    for reason in plan.reasons:
+    for reason in reasons:
         assert reason in message
     assert not calls
 
 
 @needs_kernel
-def test_use_cudnn_true_raises_only_in_training_for_recurrent_dropout():
-    layer = _layer(recurrent_dropout=0.5, use_cudnn=True)
-    x = _inputs()
-    helpers.call_layer(layer, x, training=False)
-    with pytest.raises(ValueError, match="recurrent_dropout"):
-        helpers.call_layer(layer, x, training=True)
+def test_use_cudnn_true_takes_every_configuration(monkeypatch):
+    # use_cudnn=True demands a kernel: every activation, recurrent dropout
+    # and unroll have one.
+    layer = _layer(
+        recurrent_activation="hard_sigmoid",
+        recurrent_dropout=0.5,
+        unroll=True,
+        use_cudnn=True,
+    )
+    for training in (False, True):
+        _, fused = _run_and_explain(
+            monkeypatch, layer, _inputs(), training=training
+        )
+        assert fused
 
 
 # ---------------------------------------------------------------------------

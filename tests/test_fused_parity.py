@@ -128,7 +128,7 @@ def forward(layer, x, state=None, mask=None, training=None):
     return helpers.to_numpy(_flat(outputs))
 
 
-def loss_fn(layer, mask, cotangents, with_state):
+def loss_fn(layer, mask, cotangents, with_state, training=None):
     """`fn(x, [h0, c0,] *weights)`: the outputs dotted with cotangents.
 
     The weights are arguments, passed to the layer by stateless_call, so
@@ -148,6 +148,8 @@ def loss_fn(layer, mask, cotangents, with_state):
             rest = rest[2:]
         if mask is not None:
             kwargs["mask"] = mask
+        if training is not None:
+            kwargs["training"] = training
         outputs, _ = layer.stateless_call(
             list(rest), non_trainable, x, **kwargs
         )
@@ -161,7 +163,16 @@ def loss_fn(layer, mask, cotangents, with_state):
 
 
 def check_gradients(
-    fused, generic, x, state, weights, mask, expected, rng, tol=helpers.ATOL
+    fused,
+    generic,
+    x,
+    state,
+    weights,
+    mask,
+    expected,
+    rng,
+    tol=helpers.ATOL,
+    training=None,
 ):
     """Compares the gradients of both layers for one random cotangent."""
     # Random cotangents weight every output element differently, so a
@@ -173,8 +184,13 @@ def check_gradients(
     names += [w.path for w in fused.trainable_weights]
     assert len(names) == len(arguments)
     with reference_mode():
-        want = grad(loss_fn(generic, mask, cotangents, with_state), arguments)
-    got = grad(loss_fn(fused, mask, cotangents, with_state), arguments)
+        want = grad(
+            loss_fn(generic, mask, cotangents, with_state, training),
+            arguments,
+        )
+    got = grad(
+        loss_fn(fused, mask, cotangents, with_state, training), arguments
+    )
     for name, g, w in zip(names, got, want, strict=True):
         # An all-zero reference would let a disconnected gradient pass.
         assert np.any(w != 0), name
@@ -234,7 +250,7 @@ def test_lengths_path_matches_generic(
     kernels = keras_lstm.backend.kernels
     if kernels is None:
         pytest.skip(f"{BACKEND} has no fused kernel")
-    monkeypatch.setattr(kernels, "takes_mask", lambda inputs: False)
+    monkeypatch.setattr(kernels, "takes_mask", lambda inputs, cell=None: False)
     rng = np.random.default_rng(8)
     x = helpers.random_inputs(rng)
     weights = helpers.random_weights(rng)

@@ -76,12 +76,20 @@ def test_torch_compile_runs_the_fused_op(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"activation": "relu"}, {"recurrent_dropout": 0.3}]
+    "kwargs, ops_path",
+    [
+        ({"activation": "relu"}, False),
+        ({"recurrent_dropout": 0.3}, False),
+        ({"use_cudnn": False}, True),
+    ],
+    ids=["relu", "recurrent_dropout", "use_cudnn_false"],
 )
-def test_layers_that_may_run_the_keras_ops_path(kwargs):
-    # The keras.ops path's scan has no XLA gradient on TensorFlow: there the
-    # layer declines jit (Keras warns and trains without XLA), elsewhere it
-    # is compiled; either way the model trains.
+def test_jit_compile_with_every_step(kwargs, ops_path):
+    # Other activations and recurrent dropout run the kernels' own loops,
+    # compiled with the model. The keras.ops path's scan has no XLA
+    # gradient on TensorFlow: there a layer that runs it declines jit
+    # (Keras warns and trains without XLA), elsewhere it is compiled;
+    # either way the model trains.
     model = keras.Sequential(
         [
             keras.Input((7, 4)),
@@ -89,7 +97,7 @@ def test_layers_that_may_run_the_keras_ops_path(kwargs):
             keras.layers.Dense(1),
         ]
     )
-    declines = BACKEND == "tensorflow"
+    declines = ops_path and BACKEND == "tensorflow"
     warns = pytest.warns(UserWarning, match="jit_compile")
     with warns if declines else contextlib.nullcontext():
         model.compile(optimizer="sgd", loss="mse", jit_compile=True)

@@ -110,8 +110,11 @@ def _spy_on_forms(monkeypatch):
     real = tf_kernels._run
 
     def spy(form, *args, **kwargs):
-        if form != "backward":
-            used.append(form.removesuffix("-last"))
+        # The forms by key: ("train" or "infer", sequence, step), or
+        # ("backward", step).
+        (key,) = [k for k, f in tf_kernels._FORMS.items() if f is form]
+        if key[0] != "backward":
+            used.append(key[0])
         return real(form, *args, **kwargs)
 
     monkeypatch.setattr(tf_kernels, "_run", spy)
@@ -202,9 +205,9 @@ def test_new_lengths_and_batch_sizes_trace_nothing_new(monkeypatch):
     traces = []
     real = tf_kernels._loop
 
-    def spy(*args, saves, sequence):
+    def spy(*args, saves, sequence, cell):
         traces.append(("train" if saves else "infer", sequence))
-        return real(*args, saves=saves, sequence=sequence)
+        return real(*args, saves=saves, sequence=sequence, cell=cell)
 
     monkeypatch.setattr(tf_kernels, "_loop", spy)
     # A layer size no other test uses: its forms are traced here first.

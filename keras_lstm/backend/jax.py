@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.experimental import rnn
 
 from keras_lstm.backend import cpu
+from keras_lstm.backend.cell import STANDARD
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 # cuDNN's LSTM in jax.experimental.rnn takes float32 only (its lowering
@@ -23,12 +24,12 @@ def _on_gpu() -> bool:
     return jax.default_backend() == "gpu"
 
 
-def _cudnn(inputs) -> bool:
-    return _on_gpu() and str(inputs.dtype) in _CUDNN_DTYPES
+def _cudnn(inputs, cell=STANDARD) -> bool:
+    return _on_gpu() and cell.standard and str(inputs.dtype) in _CUDNN_DTYPES
 
 
-def name(inputs) -> str:
-    return "jax-cudnn" if _cudnn(inputs) else "jax-scan"
+def name(inputs, cell=STANDARD) -> str:
+    return "jax-cudnn" if _cudnn(inputs, cell) else "jax-scan"
 
 
 def scan_runs_under_xla() -> bool:
@@ -41,28 +42,34 @@ def xla_hides_fused() -> bool:
     return False
 
 
-def _math_dtype(inputs) -> str:
+def _math_dtype(inputs, cell=STANDARD) -> str:
     """XLA on CPU has no fast 16-bit path (bfloat16 was 1.3x to 2.2x slower
     than float32 here, benchmarks/ `--workloads mixed`, and about 2x on an
     AVX-512 Xeon with AMX): the scan computes in float32 there."""
     dtype = str(inputs.dtype)
-    if _cudnn(inputs):
+    if _cudnn(inputs, cell):
         return "float32"
     if _on_gpu():
         return dtype
     return cpu.math_dtype(dtype, fast_bfloat16=False)
 
 
-def notes(inputs, units) -> tuple[str, ...]:
+def notes(inputs, units, cell=STANDARD) -> tuple[str, ...]:
     del units
     notes = cpu.notes(
         str(inputs.dtype),
-        _math_dtype(inputs),
+        _math_dtype(inputs, cell),
         "jax.experimental.rnn's cuDNN LSTM takes float32 only"
-        if _cudnn(inputs)
+        if _cudnn(inputs, cell)
         else "XLA on CPU has no fast 16-bit path",
     )
-    if _cudnn(inputs) and _tf32():
+    if _on_gpu() and not cell.standard:
+        notes += (
+            f"cuDNN's LSTM computes tanh and sigmoid without recurrent "
+            f"dropout; this step ({cell.describe()}) runs the compiled "
+            "scan on the GPU",
+        )
+    if _cudnn(inputs, cell) and _tf32():
         notes += (
             "float32 may run as TF32 on this GPU (JAX's default matmul "
             "precision; jax.default_matmul_precision('highest'), or "
@@ -104,15 +111,17 @@ def syncs_to_branch(inputs) -> bool:
     return False
 
 
-def takes_mask(inputs) -> bool:
+def takes_mask(inputs, cell=STANDARD) -> bool:
     """The scan selects per step from a mask as cheaply as from lengths;
     cuDNN needs lengths."""
-    return not _cudnn(inputs)
+    return not _cudnn(inputs, cell)
 
 
-def unsupported(inputs) -> tuple[str, ...]:
+def unsupported(inputs, cell=STANDARD) -> tuple[str, ...]:
     if str(inputs.dtype) not in _DTYPES:
-        return (f"the {name(inputs)} kernel does not take {inputs.dtype}",)
+        return (
+            f"the {name(inputs, cell)} kernel does not take {inputs.dtype}",
+        )
     return ()
 
 
@@ -173,8 +182,23 @@ def _cudnn_lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):
     return sequence, h[0], c[0]
 
 
-@functools.partial(jax.jit, static_argnames="sequence")
-def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, sequence):
+@functools.partial(jax.jit, static_argnames=("sequence", "cell", "unroll"))
+def _scan(
+    inputs,
+    h0,
+    c0,
+    mask,
+    recurrent_mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    sequence,
+    cell,
+    unroll,
+):
+    activation = cell.activation or jnp.tanh
+    recurrent_activation = cell.recurrent_activation or jax.nn.sigmoid
+
     # The input projection runs inside the step, not hoisted out as one big
     # matmul: on XLA CPU the hoisted (timesteps, batch, 4u) intermediate
     # makes predict 1.9x and a train step 1.25x slower (benchmarks/, main
@@ -182,10 +206,15 @@ def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, sequence):
     def step(carry, xs):
         h, c = carry
         x, valid = xs
-        z = x @ kernel + h @ recurrent_kernel + bias
+        h_rec = h if recurrent_mask is None else h * recurrent_mask
+        z = x @ kernel + h_rec @ recurrent_kernel + bias
         i, f, g, o = jnp.split(z, 4, axis=-1)
-        c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        # Each gate on its own, as the keras.ops path computes them.
+        i = recurrent_activation(i)
+        f = recurrent_activation(f)
+        o = recurrent_activation(o)
+        c_new = f * c + i * activation(g)
+        h_new = o * activation(c_new)
         if valid is not None:
             # An invalid step keeps the states: they end as the states
             # after the row's last valid step.
@@ -196,24 +225,49 @@ def _scan(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, sequence):
 
     steps_valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
     xs = (jnp.swapaxes(inputs, 0, 1), steps_valid)
-    (h, c), outputs = jax.lax.scan(step, (h0, c0), xs)
+    (h, c), outputs = jax.lax.scan(step, (h0, c0), xs, unroll=unroll)
     if sequence:
         outputs = jnp.swapaxes(outputs, 0, 1)
     return outputs, h, c
 
 
-def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence=True):
-    dtype, math = inputs.dtype, _math_dtype(inputs)
+# unroll=True: the scan unrolled by this factor (the numbers do not change).
+UNROLL = 1
+
+
+def lstm(
+    inputs,
+    h0,
+    c0,
+    valid,
+    kernel,
+    recurrent_kernel,
+    bias,
+    sequence=True,
+    cell=STANDARD,
+    recurrent_mask=None,
+):
+    dtype, math = inputs.dtype, _math_dtype(inputs, cell)
     floats = [
         a.astype(math) for a in (inputs, h0, c0, kernel, recurrent_kernel, bias)
     ]
-    if _cudnn(inputs):
+    if recurrent_mask is not None:
+        recurrent_mask = recurrent_mask.astype(math)
+    if _cudnn(inputs, cell):
         # cuDNN makes the sequence anyway.
         results = _cudnn_lstm(*floats[:3], valid, *floats[3:])
     else:
         if valid is not None and valid.ndim == 1:  # lengths: as a mask
             valid = jnp.arange(inputs.shape[1])[None, :] < valid[:, None]
-        results = _scan(*floats[:3], valid, *floats[3:], sequence=sequence)
+        results = _scan(
+            *floats[:3],
+            valid,
+            recurrent_mask,
+            *floats[3:],
+            sequence=sequence,
+            cell=cell._replace(unroll=False),
+            unroll=UNROLL if cell.unroll else 1,
+        )
     return tuple(None if r is None else r.astype(dtype) for r in results)
 
 

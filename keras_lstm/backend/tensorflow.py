@@ -14,6 +14,7 @@ from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
 from keras_lstm.backend import cpu
+from keras_lstm.backend.cell import STANDARD
 
 _LOOP_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _CUDNN_DTYPES = (tf.float16, tf.float32, tf.float64)
@@ -23,14 +24,22 @@ def _on_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def name(inputs) -> str:
-    return "tensorflow-cudnn" if _on_gpu() else "tensorflow-loop"
+def _cudnn(cell) -> bool:
+    """Whether cuDNN may run the step (where the op runs on a GPU)."""
+    return _on_gpu() and cell.standard
 
 
-def unsupported(inputs) -> tuple[str, ...]:
-    dtypes = _CUDNN_DTYPES if _on_gpu() else _LOOP_DTYPES
+def name(inputs, cell=STANDARD) -> str:
+    return "tensorflow-cudnn" if _cudnn(cell) else "tensorflow-loop"
+
+
+def unsupported(inputs, cell=STANDARD) -> tuple[str, ...]:
+    dtypes = _CUDNN_DTYPES if _cudnn(cell) else _LOOP_DTYPES
     if inputs.dtype not in dtypes:
-        return (f"the {name(inputs)} kernel does not take {inputs.dtype.name}",)
+        return (
+            f"the {name(inputs, cell)} kernel does not take "
+            f"{inputs.dtype.name}",
+        )
     return ()
 
 
@@ -44,15 +53,21 @@ def _math_dtype(inputs) -> str:
     return cpu.math_dtype(dtype, fast_bfloat16=cpu.has_bfloat16_units())
 
 
-def notes(inputs, units) -> tuple[str, ...]:
+def notes(inputs, units, cell=STANDARD) -> tuple[str, ...]:
     del units
     notes = cpu.notes(
         inputs.dtype.name,
         _math_dtype(inputs),
         "this CPU has no fast path for it",
     )
+    if _on_gpu() and not cell.standard:
+        notes += (
+            f"cuDNN's LSTM computes tanh and sigmoid without recurrent "
+            f"dropout; this step ({cell.describe()}) runs the graph loop "
+            "on the GPU",
+        )
     if (
-        _on_gpu()
+        _cudnn(cell)
         and inputs.dtype == tf.float32
         and tf.config.experimental.tensor_float_32_execution_enabled()
     ):
@@ -81,10 +96,10 @@ def syncs_to_branch(inputs) -> bool:
     return False
 
 
-def takes_mask(inputs) -> bool:
+def takes_mask(inputs, cell=STANDARD) -> bool:
     """The loop selects per step from a mask as cheaply as from lengths;
     cuDNN needs lengths, and runs wherever TensorFlow sees a GPU."""
-    return not _on_gpu()
+    return not _cudnn(cell)
 
 
 def bidirectional_unsupported(inputs, masked_with_states) -> tuple[str, ...]:
@@ -209,20 +224,48 @@ def _time_major_list(inputs, timesteps):
     return steps.unstack(tf.transpose(inputs, (1, 0, 2)))
 
 
+def _custom(cell) -> bool:
+    """Whether the step calls Keras activations other than tanh and
+    sigmoid: the backward pass then differentiates them itself."""
+    return cell.activation is not None or cell.recurrent_activation is not None
+
+
+def _activations(cell):
+    """(activation, recurrent_activation) as the loop calls them."""
+    return (
+        cell.activation or tf.tanh,
+        cell.recurrent_activation or tf.sigmoid,
+    )
+
+
 def _loop(
-    inputs, h0, c0, valid, kernel, recurrent_kernel, bias, saves, sequence
+    inputs,
+    h0,
+    c0,
+    valid,
+    recurrent_mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    saves,
+    sequence,
+    cell,
 ):
     """Runs the LSTM. With `sequence`, returns the batch-major sequence of
     outputs (else an empty placeholder: nothing stacked); with `saves`,
-    also what the backward pass needs: every h, c and the gate activations,
-    as TensorLists (`_saved` reads them back), which cost no copy (stacking
+    also what the backward pass needs: every h, c and the gate activations
+    (the pre-activations where the step calls other Keras activations), as
+    TensorLists (`_saved` reads them back), which cost no copy (stacking
     them into tensors doubled the peak memory of a long sequence). `valid`
-    may be None (every step valid): no per-step selects then."""
+    may be None (every step valid): no per-step selects then; so may
+    `recurrent_mask` (no recurrent dropout)."""
     timesteps = tf.shape(inputs)[1]
     is_valid = _step_validity(valid, timesteps)
+    activation, recurrent_activation = _activations(cell)
+    custom = _custom(cell)
     # The inference form always writes the outputs (stacked only with
     # `sequence`) and reads its steps from a list: the loop tf2onnx
-    # rewrites as ONNX's LSTM op (tensorflow_export.py).
+    # rewrites as ONNX's LSTM op (docs/export.md).
     kept = 3 if saves else 1
     outputs = [
         tf.TensorArray(inputs.dtype, size=timesteps) for _ in range(kept)
@@ -230,22 +273,28 @@ def _loop(
     steps = None if saves else _time_major_list(inputs, timesteps)
 
     def body(t, h, c, *outputs):
+        h_rec = h if recurrent_mask is None else h * recurrent_mask
         # Each step projects its own input: under XLA on CPU that is 2x
         # faster than one hoisted matmul over all steps, and equal in a
         # graph.
         x = inputs[:, t] if steps is None else steps.read(t)
-        z = tf.nn.bias_add(x @ kernel + h @ recurrent_kernel, bias)
+        z = tf.nn.bias_add(x @ kernel + h_rec @ recurrent_kernel, bias)
         i, f, g, o = tf.split(z, 4, axis=-1)
-        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+        # Each gate on its own, as the keras.ops path computes them.
+        i = recurrent_activation(i)
+        f = recurrent_activation(f)
+        g = activation(g)
+        o = recurrent_activation(o)
         c_new = f * c + i * g
-        h_new = o * tf.tanh(c_new)
+        h_new = o * activation(c_new)
         if is_valid is not None:
             # An invalid step keeps the states: they end as the states
             # after the row's last valid step.
             step_valid = is_valid(t)
             h_new = tf.where(step_valid, h_new, h)
             c_new = tf.where(step_valid, c_new, c)
-        values = (h_new, c_new, tf.concat([i, f, g, o], axis=-1))
+        gates = z if custom else tf.concat([i, f, g, o], axis=-1)
+        values = (h_new, c_new, gates)
         written = [
             a.write(t, v) for a, v in zip(outputs, values[:kept], strict=True)
         ]
@@ -280,6 +329,52 @@ def _saved(handle, t, like):
     return item
 
 
+def _gate_gradients(cell, gates, c_t, c_prev, d_h, d_c):
+    """One step's gradient with respect to its pre-activations z, and that
+    of c_t in full (through h_t and from the next step), from what the
+    forward pass saved: the gate activations (tanh and sigmoid: their
+    derivatives written out) or the pre-activations (other Keras
+    activations: differentiated by TensorFlow, the forward step
+    recomputed)."""
+    if not _custom(cell):
+        i, f, g, o = tf.split(gates, 4, axis=-1)
+        tanh_c = tf.tanh(c_t)
+        d_c_t = d_c + d_h * o * (1 - tanh_c * tanh_c)
+        d_z = tf.concat(
+            [
+                d_c_t * g * i * (1 - i),
+                d_c_t * c_prev * f * (1 - f),
+                d_c_t * i * (1 - g * g),
+                d_h * tanh_c * o * (1 - o),
+            ],
+            axis=-1,
+        )
+        return d_z, d_c_t, f
+    activation, recurrent_activation = _activations(cell)
+    z = tf.split(gates, 4, axis=-1)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([*z, c_t])
+        i, f, o = (recurrent_activation(z[k]) for k in (0, 1, 3))
+        g = activation(z[2])
+        act_c = activation(c_t)
+
+    def grad(y, x, d_y):
+        d_x = tape.gradient(y, x, output_gradients=d_y)
+        return tf.zeros_like(x) if d_x is None else d_x
+
+    d_c_t = d_c + grad(act_c, c_t, d_h * o)
+    d_z = tf.concat(
+        [
+            grad(i, z[0], d_c_t * g),
+            grad(f, z[1], d_c_t * c_prev),
+            grad(g, z[2], d_c_t * i),
+            grad(o, z[3], d_h * act_c),
+        ],
+        axis=-1,
+    )
+    return d_z, d_c_t, f
+
+
 def _backprop(
     d_sequence,
     d_h,
@@ -288,11 +383,13 @@ def _backprop(
     h0,
     c0,
     valid,
+    recurrent_mask,
     kernel,
     recurrent_kernel,
     hs,
     cs,
     gates,
+    cell,
 ):
     """Backpropagation through time for `_loop(..., saves=True)`; `hs`,
     `cs` and `gates` are its TensorLists, `d_sequence` may be None (only
@@ -311,31 +408,27 @@ def _backprop(
     like_gates = tf.TensorSpec(h0.shape[:1] + kernel.shape[1:], h0.dtype)
 
     def body(t, d_h, d_c, d_inputs, d_kernel, d_recurrent, d_bias):
-        i, f, g, o = tf.split(_saved(gates, t, like_gates), 4, axis=-1)
         c_t = _saved(cs, t, c0)
-        tanh_c = tf.tanh(c_t)
         before = tf.maximum(t - 1, 0)
         h_prev = tf.where(t > 0, _saved(hs, before, h0), h0)
         c_prev = tf.where(t > 0, _saved(cs, before, c0), c0)
+        if recurrent_mask is not None:
+            h_prev = h_prev * recurrent_mask
         if d_sequence is not None:
             d_h = d_h + d_sequence[:, t]
-        d_c_t = d_c + d_h * o * (1 - tanh_c * tanh_c)
-        d_z = tf.concat(
-            [
-                d_c_t * g * i * (1 - i),
-                d_c_t * c_prev * f * (1 - f),
-                d_c_t * i * (1 - g * g),
-                d_h * tanh_c * o * (1 - o),
-            ],
-            axis=-1,
+        d_z, d_c_t, f = _gate_gradients(
+            cell, _saved(gates, t, like_gates), c_t, c_prev, d_h, d_c
         )
+        d_h_prev = d_z @ recurrent_t
+        if recurrent_mask is not None:
+            d_h_prev = d_h_prev * recurrent_mask
         if is_valid is None:
-            d_h, d_c = d_z @ recurrent_t, d_c_t * f
+            d_h, d_c = d_h_prev, d_c_t * f
         else:
             # An invalid step passed h and c through unchanged.
             step_valid = is_valid(t)
             d_z = tf.where(step_valid, d_z, 0)
-            d_h = tf.where(step_valid, d_z @ recurrent_t, d_h)
+            d_h = tf.where(step_valid, d_h_prev, d_h)
             d_c = tf.where(step_valid, d_c_t * f, d_c)
         return (
             t - 1,
@@ -377,29 +470,59 @@ def _backprop(
 # between the two) cost 0.5 s on the first call and 20% on every call of a
 # small model (measured in one process, issue 8's note). jit_compile=True
 # compiles the loop with the rest of the model (`_in_xla_context`).
-def _form(saves, sequence):
-    def loop(inputs, h0, c0, valid, kernel, recurrent_kernel, bias):
-        return _loop(
+# One form per step (`Cell`, hashable) too: the activations are traced in.
+# Every form made so far, by key.
+_FORMS = {}
+
+
+def _form(saves, sequence, cell):
+    key = ("train" if saves else "infer", sequence, cell)
+    if key not in _FORMS:
+
+        def loop(
             inputs,
             h0,
             c0,
             valid,
+            recurrent_mask,
             kernel,
             recurrent_kernel,
             bias,
-            saves=saves,
-            sequence=sequence,
-        )
+        ):
+            return _loop(
+                inputs,
+                h0,
+                c0,
+                valid,
+                recurrent_mask,
+                kernel,
+                recurrent_kernel,
+                bias,
+                saves=saves,
+                sequence=sequence,
+                cell=cell,
+            )
 
-    return tf.function(loop, autograph=False)
+        _FORMS[key] = tf.function(loop, autograph=False)
+    return _FORMS[key]
 
 
-_FORMS = {
-    f"{mode}{'' if sequence else '-last'}": _form(mode == "train", sequence)
-    for mode in ("train", "infer")
-    for sequence in (True, False)
-}
-_FORMS["backward"] = tf.function(_backprop, autograph=False)
+def _backward_form(cell):
+    key = ("backward", cell)
+    if key not in _FORMS:
+
+        def backward(*args):
+            return _backprop(*args, cell=cell)
+
+        _FORMS[key] = tf.function(backward, autograph=False)
+    return _FORMS[key]
+
+
+def _loop_cell(cell):
+    """The step as the loop's forms are keyed: `unroll` changes nothing
+    here (the graph loop ran as fast as keras.layers.LSTM unrolled,
+    benchmarks/ `--workloads configs`), so it makes no other trace."""
+    return cell._replace(unroll=False)
 
 
 def _in_xla_context() -> bool:
@@ -411,13 +534,13 @@ def _in_xla_context() -> bool:
 
 
 def _run(form, *args, weights):
-    """Runs `_FORMS[form]` through its trace for any batch size and length:
-    traced once per process for each feature size, unit count and dtype,
-    not again for every model or Keras retrace (inline under XLA). The
-    `weights` keep their shapes; other float arguments keep only the size
-    of their last axis."""
+    """Runs `form` (a `_form` or `_backward_form`) through its trace for
+    any batch size and length: traced once per process for each feature
+    size, unit count, dtype and step, not again for every model or Keras
+    retrace (inline under XLA). The `weights` keep their shapes; other
+    float arguments keep only the size of their last axis."""
     if _in_xla_context():
-        return _FORMS[form].python_function(*args)
+        return form.python_function(*args)
 
     def spec(a):
         if a is None:
@@ -430,10 +553,10 @@ def _run(form, *args, weights):
         return tf.TensorSpec(shape, a.dtype)
 
     specs = [spec(a) for a in args]
-    return _FORMS[form].get_concrete_function(*specs)(*args)
+    return form.get_concrete_function(*specs)(*args)
 
 
-def _on_device(inputs, gpu, other):
+def _on_device(inputs, cell, gpu, other):
     """`gpu()` where the op runs on a GPU and cuDNN takes the dtype, else
     `other()`: chosen when the op runs, not when the graph is traced, so a
     SavedModel exported on a GPU machine carries both and runs on a
@@ -441,8 +564,10 @@ def _on_device(inputs, gpu, other):
     tracing the switch and the cuDNN branch would double the cost of the
     first call (and of every new trace) for a branch that cannot run; a
     SavedModel exported there runs the loop on any device. Inside an XLA
-    cluster, `other()`: CudnnRNNV3 has no XLA form."""
-    if inputs.dtype not in _CUDNN_DTYPES or not _on_gpu():
+    cluster, `other()`: CudnnRNNV3 has no XLA form. A step cuDNN does not
+    compute (other activations, recurrent dropout) runs `other()` on any
+    device."""
+    if inputs.dtype not in _CUDNN_DTYPES or not _cudnn(cell):
         return other()
     return tf.__internal__.execute_fn_for_device(
         {"GPU": gpu}, default_fn=other, name="keras_lstm_device"
@@ -457,14 +582,28 @@ def _cudnn_lengths(inputs, valid):
     return tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
 
 
-def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence):
+def _fused(
+    inputs,
+    h0,
+    c0,
+    valid,
+    recurrent_mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    sequence,
+    cell,
+):
     """The training kernel: results, and a gradient written out (for cuDNN,
     its backprop op; for the loop, `_backprop`, which reads the forward's
     TensorLists and was faster and far leaner than TensorFlow's own
     gradient of the loop, as keras.layers.LSTM gets it). The custom
     gradient sits outside the device switch: TF 2.21 cannot differentiate
-    through one inside it. `valid` (see `lstm`) is not differentiated."""
+    through one inside it. `valid` (see `lstm`) and `recurrent_mask` are
+    not differentiated."""
     cudnn_lengths = _cudnn_lengths(inputs, valid)
+    if recurrent_mask is not None:
+        recurrent_mask = tf.stop_gradient(recurrent_mask)
 
     @tf.custom_gradient
     def run(inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -484,16 +623,17 @@ def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence):
 
         def loop_forward():
             outputs, h, c, *lists = _run(
-                form, *args, valid, *weights, weights=weights
+                form, *args, valid, recurrent_mask, *weights, weights=weights
             )
             empty = tf.zeros([0], dtype)
             int8 = tf.zeros([0], tf.int8)
             return (outputs, h, c, empty, empty, int8, *lists)
 
         dtype = inputs.dtype
-        form = "train" if sequence else "train-last"
+        form = _form(True, sequence, _loop_cell(cell))
         outputs, h, c, *saved = _on_device(
             inputs,
+            cell,
             lambda: (
                 *_cudnn_forward(*args, cudnn_lengths, *weights),
                 *(no_list() for _ in range(3)),
@@ -514,6 +654,7 @@ def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence):
             d_c = zeros(c) if d_c is None else d_c
             d = _on_device(
                 inputs,
+                cell,
                 lambda: _cudnn_backward(
                     zeros(outputs) if d_sequence is None else d_sequence,
                     d_h,
@@ -529,12 +670,13 @@ def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence):
                 # Without a gradient for the sequence (only the last output
                 # or the states are used), none is made up.
                 lambda: _run(
-                    "backward",
+                    _backward_form(_loop_cell(cell)),
                     d_sequence if sequence else None,
                     d_h,
                     d_c,
                     *args,
                     valid,
+                    recurrent_mask,
                     *weights[:2],
                     *saved[3:],
                     weights=weights,
@@ -550,7 +692,16 @@ def _fused(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence):
 
 
 def _fused_inference(
-    inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence
+    inputs,
+    h0,
+    c0,
+    valid,
+    recurrent_mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    sequence,
+    cell,
 ):
     """The kernel when no tape records (predict, serving): nothing is kept
     for a backward pass. A gradient asked for anyway (tf.gradients)
@@ -563,11 +714,14 @@ def _fused_inference(
         weights = [
             tf.stop_gradient(w) for w in (kernel, recurrent_kernel, bias)
         ]
-        form = "infer" if sequence else "infer-last"
+        form = _form(False, sequence, _loop_cell(cell))
         outputs, h, c = _on_device(
             inputs,
+            cell,
             lambda: _cudnn_forward(*args, cudnn_lengths, *weights)[:3],
-            lambda: _run(form, *args, valid, *weights, weights=weights),
+            lambda: _run(
+                form, *args, valid, recurrent_mask, *weights, weights=weights
+            ),
         )
         if sequence:
             outputs.set_shape(inputs.shape[:2] + recurrent_kernel.shape[:1])
@@ -579,7 +733,14 @@ def _fused_inference(
             with tf.GradientTape() as tape:
                 tape.watch(differentiable)
                 results = _fused(
-                    inputs, h0, c0, valid, *differentiable[3:], sequence
+                    inputs,
+                    h0,
+                    c0,
+                    valid,
+                    recurrent_mask,
+                    *differentiable[3:],
+                    sequence,
+                    cell,
                 )
             d_results = [
                 tf.zeros_like(r) if d is None else d
@@ -608,7 +769,18 @@ def xla_hides_fused() -> bool:
     return _on_gpu()
 
 
-def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence=True):
+def lstm(
+    inputs,
+    h0,
+    c0,
+    valid,
+    kernel,
+    recurrent_kernel,
+    bias,
+    sequence=True,
+    cell=STANDARD,
+    recurrent_mask=None,
+):
     # Tensors, not variables: the loop functions are shared by every layer,
     # and a traced variable argument would outlive its layer.
     dtype, math = inputs.dtype, _math_dtype(inputs)
@@ -616,8 +788,12 @@ def lstm(inputs, h0, c0, valid, kernel, recurrent_kernel, bias, sequence=True):
     if valid is not None and valid.shape.rank == 1:
         valid = tf.cast(valid, tf.int32)
     inputs, h0, c0 = (tf.cast(a, math) for a in (inputs, h0, c0))
+    if recurrent_mask is not None:
+        recurrent_mask = tf.cast(recurrent_mask, math)
     kernel = _fused if record.could_possibly_record() else _fused_inference
-    outputs, h, c = kernel(inputs, h0, c0, valid, *weights, sequence)
+    outputs, h, c = kernel(
+        inputs, h0, c0, valid, recurrent_mask, *weights, sequence, cell
+    )
     if not sequence:
         outputs = None
     return tuple(

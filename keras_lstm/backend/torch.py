@@ -4,8 +4,9 @@ import contextlib
 
 import torch
 
-from keras_lstm.backend import cpu, torch_export
+from keras_lstm.backend import cpu, torch_export, torch_loop
 from keras_lstm.backend import torch_denormals as denormals
+from keras_lstm.backend.cell import STANDARD
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # "meta": Keras infers shapes by calling the layer on meta tensors (building
@@ -14,9 +15,11 @@ _DTYPES = {"cpu": _FLOATS, "cuda": _FLOATS, "meta": _FLOATS}
 _NAMES = {"cuda": "torch-cudnn", "meta": "torch-meta"}
 
 
-def name(inputs) -> str:
+def name(inputs, cell=STANDARD) -> str:
     if torch_export.exporting():
         return "torch-export"
+    if not cell.standard and inputs.device.type != "meta":
+        return "torch-loop"
     return _NAMES.get(inputs.device.type, "torch-cpu")
 
 
@@ -54,7 +57,19 @@ def _cudnn_takes_bfloat16() -> bool:
     return (torch.backends.cudnn.version() or 0) >= 91300
 
 
-def notes(inputs, units) -> tuple[str, ...]:
+def notes(inputs, units, cell=STANDARD) -> tuple[str, ...]:
+    if not cell.standard:
+        notes = (
+            f"torch's fused LSTM op computes tanh and sigmoid without "
+            f"recurrent dropout; this step ({cell.describe()}) runs the "
+            "torch loop (keras_lstm/backend/torch_loop.py)",
+        )
+        if not torch_loop.elementwise(cell):
+            notes += (
+                "an activation that is not one of Keras's elementwise "
+                "ones: autograd records the loop's backward pass",
+            )
+        return notes + _compile_note()
     notes = cpu.notes(
         str(inputs.dtype).removeprefix("torch."),
         str(_math_dtype(inputs)).removeprefix("torch."),
@@ -81,12 +96,16 @@ def notes(inputs, units) -> tuple[str, ...]:
             "LSTM op alone, which ONNX's exporters write as its LSTM op; a "
             "mask's valid steps always move to the front",
         )
-    elif torch.compiler.is_compiling():
-        notes += (
-            "torch.compile: the fused op runs outside the compiled graph "
-            "(a graph break), since Dynamo cannot trace it",
+    return notes + _compile_note()
+
+
+def _compile_note() -> tuple[str, ...]:
+    if torch.compiler.is_compiling() and not torch_export.exporting():
+        return (
+            "torch.compile: the kernel runs outside the compiled graph "
+            "(a graph break), since Dynamo cannot trace torch's fused op",
         )
-    return notes
+    return ()
 
 
 def cudnn_rnn_tf32() -> bool:
@@ -142,15 +161,22 @@ def syncs_to_branch(inputs) -> bool:
     return inputs.device.type == "cuda" or torch_export.exporting()
 
 
-def takes_mask(inputs) -> bool:
-    """torch's kernel takes lengths (through the padding feature)."""
-    return False
+def takes_mask(inputs, cell=STANDARD) -> bool:
+    """torch's op takes lengths (through the padding feature); the torch
+    loop selects per step from a mask as cheaply as from lengths."""
+    return not cell.standard
 
 
-def unsupported(inputs) -> tuple[str, ...]:
+def unsupported(inputs, cell=STANDARD) -> tuple[str, ...]:
     reasons = []
     if torch.jit.is_scripting():
         reasons.append("torch.jit is scripting the layer")
+    elif not cell.standard and torch_export.exporting():
+        reasons.append(
+            f"exporting, and this step ({cell.describe()}) has no exportable "
+            "fused form: torch's LSTM op computes tanh and sigmoid without "
+            "recurrent dropout"
+        )
     device = inputs.device.type
     if device not in _DTYPES:
         reasons.append(f"torch has no fused LSTM on device '{device}'")
@@ -292,6 +318,20 @@ def _flushes_denormals(inputs, units) -> bool:
     )
 
 
+def _loop_flushes(inputs, units) -> bool:
+    """Whether the torch loop's backward pass runs with denormals flushed:
+    from FLUSH_FROM_WORK rows x steps x units on, at any length (its
+    recurrent matmuls met them at 100 steps on an Intel Xeon, where the
+    fused op did not: a train step with recurrent dropout at 64 rows,
+    100 steps, 256 units took 305 ms unflushed, 116 ms flushed)."""
+    batch, steps = inputs.shape[:2]
+    return (
+        inputs.device.type == "cpu"
+        and batch * steps * units >= FLUSH_FROM_WORK
+        and denormals.supported()
+    )
+
+
 def _last_valid(sequence, lengths):
     rows = torch.arange(sequence.shape[0], device=sequence.device)
     return sequence[rows, lengths.long() - 1]
@@ -334,17 +374,45 @@ def _outside_compiled_graphs(function):
 
 @_outside_compiled_graphs
 def lstm(
-    inputs, h0, c0, lengths, kernel, recurrent_kernel, bias, sequence=True
+    inputs,
+    h0,
+    c0,
+    valid,
+    kernel,
+    recurrent_kernel,
+    bias,
+    sequence=True,
+    cell=STANDARD,
+    recurrent_mask=None,
 ):
-    # torch's op makes the sequence anyway: `sequence` changes nothing.
-    del sequence
     dtype, math = inputs.dtype, _math_dtype(inputs)
     floats = [
         a.to(math) for a in (inputs, h0, c0, kernel, recurrent_kernel, bias)
     ]
-    run = torch_export.lstm if torch_export.exporting() else _lstm
-    results = run(*floats[:3], lengths, *floats[3:])
-    return tuple(r.to(dtype) for r in results)
+    if cell.standard:
+        # torch's op makes the sequence anyway: `sequence` changes nothing.
+        run = torch_export.lstm if torch_export.exporting() else _lstm
+        results = run(*floats[:3], valid, *floats[3:])
+    elif inputs.device.type == "meta":  # shapes only (see `_run`)
+        batch, steps = inputs.shape[:2]
+        results = (
+            inputs.new_empty((batch, steps, h0.shape[-1])),
+            h0.new_empty(h0.shape),
+            c0.new_empty(c0.shape),
+        )
+    else:
+        if recurrent_mask is not None:
+            recurrent_mask = recurrent_mask.to(math)
+        results = torch_loop.lstm(
+            *floats[:3],
+            valid,
+            *floats[3:],
+            cell=cell,
+            recurrent_mask=recurrent_mask,
+            sequence=sequence,
+            flush=_loop_flushes(inputs, h0.shape[-1]),
+        )
+    return tuple(None if r is None else r.to(dtype) for r in results)
 
 
 def _lstm(inputs, h0, c0, lengths, kernel, recurrent_kernel, bias):

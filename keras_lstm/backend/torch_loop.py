@@ -1,0 +1,309 @@
+"""The torch loop: the steps torch's fused LSTM op does not compute (other
+activations, recurrent dropout), on CPU and CUDA.
+
+torch's op fixes tanh and sigmoid and has no recurrent dropout; the
+keras.ops path runs such a step through Keras's ops with autograd
+recording every one. This loop runs the input projection as one matmul
+before the recurrence and the fewest torch ops per step, and its backward
+pass is written out (`_Recurrence`): one matmul and a few elementwise ops
+per step, the activations' derivatives computed for all steps at once
+before it, and the weight gradients as one matmul each after it.
+
+The activations are the Keras functions themselves, so the numbers are
+the keras.ops path's. Their derivatives are taken for all steps at once,
+which needs an elementwise function: Keras's own activations are, except
+the softmax family (`_ELEMENTWISE`). Any other callable runs the same
+forward loop with autograd recording it.
+"""
+
+import contextlib
+
+import keras
+import torch
+
+from keras_lstm.backend import torch_denormals as denormals
+
+# Keras's elementwise activations (glu, softmax, log_softmax and sparsemax
+# mix the units of a row); some are missing from older Keras releases.
+_ELEMENTWISE = frozenset(
+    function
+    for name in (
+        "celu",
+        "elu",
+        "exponential",
+        "gelu",
+        "hard_shrink",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_tanh",
+        "leaky_relu",
+        "linear",
+        "log_sigmoid",
+        "mish",
+        "relu",
+        "relu6",
+        "selu",
+        "sigmoid",
+        "silu",
+        "soft_shrink",
+        "softplus",
+        "softsign",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "squareplus",
+        "tanh",
+        "tanh_shrink",
+    )
+    if (function := getattr(keras.activations, name, None)) is not None
+)
+
+
+def elementwise(cell) -> bool:
+    """Whether the backward pass is written out for `cell`'s activations."""
+    return all(
+        f is None or f in _ELEMENTWISE
+        for f in (cell.activation, cell.recurrent_activation)
+    )
+
+
+def _activations(cell):
+    return (
+        cell.activation or torch.tanh,
+        cell.recurrent_activation or torch.sigmoid,
+    )
+
+
+def _forward(
+    projected,
+    h0,
+    c0,
+    recurrent_kernel,
+    valid,
+    recurrent_mask,
+    cell,
+    sequence=True,
+    saves=False,
+):
+    """The recurrence over `projected` (time-major x @ kernel + bias).
+
+    Returns (hs, cs, zs, h, c): every step's h (with `sequence`; the
+    carried h at invalid steps), c and pre-activations z (with `saves`),
+    time-major, else None; and the final states.
+    """
+    activation, recurrent_activation = _activations(cell)
+    units = h0.shape[-1]
+    grouped = elementwise(cell)
+    h, c = h0, c0
+    hs, cs, zs = [], [], []
+    for t in range(projected.shape[0]):
+        h_rec = h if recurrent_mask is None else h * recurrent_mask
+        z = torch.addmm(projected[t], h_rec, recurrent_kernel)
+        if grouped:
+            # One call for the three sigmoid-like gates (the columns of g
+            # are computed and not used).
+            gates = recurrent_activation(z)
+            i, f = gates[:, :units], gates[:, units : 2 * units]
+            o = gates[:, 3 * units :]
+        else:
+            # Each gate on its own, as the keras.ops path computes them.
+            i, f, _, o = (recurrent_activation(a) for a in z.chunk(4, 1))
+        c_new = torch.addcmul(f * c, i, activation(z[:, 2 * units : 3 * units]))
+        h_new = o * activation(c_new)
+        if valid is not None:
+            # An invalid step keeps the states.
+            h_new = torch.where(valid[t], h_new, h)
+            c_new = torch.where(valid[t], c_new, c)
+        h, c = h_new, c_new
+        if sequence:
+            hs.append(h)
+        if saves:
+            cs.append(c)
+            zs.append(z)
+    stacked = [torch.stack(a) if a else None for a in (hs, cs, zs)]
+    return (*stacked, h, c)
+
+
+def _with_derivative(function, x):
+    """`function(x)` and its derivative, elementwise, for every step at
+    once."""
+    if function is torch.sigmoid:
+        y = torch.sigmoid(x)
+        return y, y * (1 - y)
+    if function is torch.tanh:
+        y = torch.tanh(x)
+        return y, 1 - y * y
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        y = function(x)
+        (derivative,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    return y.detach(), derivative
+
+
+class _Recurrence(torch.autograd.Function):
+    """The recurrence with its backward pass written out (elementwise
+    activations): inputs `projected`, h0, c0 and the recurrent kernel."""
+
+    @staticmethod
+    def forward(
+        ctx, projected, h0, c0, recurrent_kernel, valid, mask, cell, flush
+    ):
+        hs, cs, _, h, c = _forward(
+            projected, h0, c0, recurrent_kernel, valid, mask, cell, saves=True
+        )
+        ctx.cell, ctx.flush = cell, flush
+        ctx.save_for_backward(
+            projected, h0, c0, recurrent_kernel, valid, mask, hs, cs
+        )
+        return hs, h, c
+
+    @staticmethod
+    def backward(ctx, d_hs, d_h, d_c):
+        projected, h0, c0, recurrent_kernel, valid, mask, hs, cs = (
+            ctx.saved_tensors
+        )
+        inputs = (projected, h0, c0, recurrent_kernel)
+        if torch.is_grad_enabled():
+            # create_graph=True (a gradient penalty): the gradients must be
+            # differentiable functions of the inputs, so autograd records
+            # the loop again and differentiates that.
+            grads = _differentiated(
+                inputs, valid, mask, ctx.cell, d_hs, d_h, d_c
+            )
+        else:
+            d_h = torch.zeros_like(h0) if d_h is None else d_h
+            d_c = torch.zeros_like(c0) if d_c is None else d_c
+            flushed = denormals.flushed() if ctx.flush else None
+            with flushed or contextlib.nullcontext():
+                grads = _backward(
+                    *inputs, valid, mask, ctx.cell, hs, cs, d_hs, d_h, d_c
+                )
+        return (*grads, None, None, None, None)
+
+
+def _differentiated(inputs, valid, mask, cell, d_hs, d_h, d_c):
+    with torch.enable_grad():
+        hs, _, _, h, c = _forward(*inputs, valid, mask, cell)
+    pairs = [
+        (o, g) for o, g in ((hs, d_hs), (h, d_h), (c, d_c)) if g is not None
+    ]
+    return torch.autograd.grad(
+        [o for o, _ in pairs],
+        inputs,
+        [g for _, g in pairs],
+        create_graph=True,
+        allow_unused=True,
+    )
+
+
+def _backward(
+    projected,
+    h0,
+    c0,
+    recurrent_kernel,
+    valid,
+    mask,
+    cell,
+    hs,
+    cs,
+    d_hs,
+    d_h,
+    d_c,
+):
+    """`_Recurrence`'s gradients of projected, h0, c0, recurrent_kernel."""
+    activation, recurrent_activation = _activations(cell)
+    steps, batch = projected.shape[:2]
+    units = h0.shape[-1]
+    h_prev = torch.cat([h0[None], hs[:-1]])
+    if mask is not None:
+        h_prev = h_prev * mask
+    # Every step's pre-activations at once: one matmul, instead of keeping
+    # them from the forward pass next to the projected inputs.
+    zs = projected + (h_prev.reshape(-1, units) @ recurrent_kernel).view(
+        steps, batch, -1
+    )
+    # Everything that does not depend on the gradient flowing back, for
+    # all steps at once: the gates, the activations' derivatives and
+    # their products.
+    gates, d_gates = _with_derivative(recurrent_activation, zs)
+    g, d_g = _with_derivative(activation, zs[..., 2 * units : 3 * units])
+    act_c, d_act_c = _with_derivative(activation, cs)
+    c_prev = torch.cat([c0[None], cs[:-1]])
+    # d_z of i, f and g is d_c_t times these; of o, d_h times the last.
+    by_d_c = torch.cat(
+        [
+            g * d_gates[..., :units],
+            c_prev * d_gates[..., units : 2 * units],
+            gates[..., :units] * d_g,
+        ],
+        dim=-1,
+    )
+    by_d_h = act_c * d_gates[..., 3 * units :]
+    through_c = gates[..., 3 * units :] * d_act_c
+    f = gates[..., units : 2 * units]
+    del gates, d_gates, g, d_g, act_c, d_act_c, c_prev
+
+    d_zs = torch.empty(zs.shape, dtype=zs.dtype, device=zs.device)
+    recurrent_t = recurrent_kernel.T
+    for t in range(steps - 1, -1, -1):
+        if d_hs is not None:
+            d_h = d_h + d_hs[t]
+        d_c_t = torch.addcmul(d_c, d_h, through_c[t])
+        d_z = d_zs[t]
+        torch.mul(
+            d_c_t[:, None],
+            by_d_c[t].view(batch, 3, units),
+            out=d_z[:, : 3 * units].view(batch, 3, units),
+        )
+        torch.mul(d_h, by_d_h[t], out=d_z[:, 3 * units :])
+        if valid is not None:
+            # An invalid step passed h and c through unchanged.
+            d_z.masked_fill_(~valid[t], 0)
+        d_h_prev = d_z @ recurrent_t
+        if mask is not None:
+            d_h_prev = d_h_prev * mask
+        d_c_prev = d_c_t * f[t]
+        if valid is None:
+            d_h, d_c = d_h_prev, d_c_prev
+        else:
+            d_h = torch.where(valid[t], d_h_prev, d_h)
+            d_c = torch.where(valid[t], d_c_prev, d_c)
+    d_recurrent = h_prev.reshape(-1, units).T @ d_zs.view(-1, 4 * units)
+    return d_zs, d_h, d_c, d_recurrent
+
+
+def lstm(
+    inputs,
+    h0,
+    c0,
+    valid,
+    kernel,
+    recurrent_kernel,
+    bias,
+    cell,
+    recurrent_mask,
+    sequence,
+    flush,
+):
+    """The kernel interface's `lstm` (keras_lstm/backend/__init__.py) for
+    any step: `valid` is None, lengths or a (batch, timesteps) mask. With
+    `flush`, the backward pass runs with denormals flushed to zero."""
+    batch, steps, features = inputs.shape
+    # One matmul for every step's input projection, time-major.
+    projected = torch.addmm(bias, inputs.reshape(-1, features), kernel)
+    projected = projected.view(batch, steps, -1).transpose(0, 1)
+    if valid is not None:
+        if valid.ndim == 1:  # lengths
+            positions = torch.arange(steps, device=inputs.device)
+            valid = positions[:, None] < valid[None, :].to(positions.device)
+        else:
+            valid = valid.T
+        valid = valid[..., None]
+    args = (projected, h0, c0, recurrent_kernel, valid, recurrent_mask, cell)
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in args[:4]
+    )
+    if grad and elementwise(cell):
+        hs, h, c = _Recurrence.apply(*args, flush)
+    else:
+        hs, _, _, h, c = _forward(*args, sequence=sequence)
+    return (hs.transpose(0, 1) if sequence else None), h, c
