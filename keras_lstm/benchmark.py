@@ -238,6 +238,7 @@ def _workload_table(rows):
         "keras_lstm",
         "keras_lstm float32",
         "keras_lstm generic",
+        "keras_lstm defaults",
         "keras_lstm no flush",
         "torch.nn",
     ]

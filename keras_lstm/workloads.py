@@ -25,6 +25,12 @@ torch.nn.LSTM ("torch.nn"):
   torch.compile on torch): the first train step and the steady one, also
   for keras_lstm's keras.ops path (`use_cudnn=False`, "keras_lstm
   generic").
+- `configs`: the configurations no fused op of the frameworks takes
+  (`recurrent_dropout=0.25`, `recurrent_activation="hard_sigmoid"`,
+  `activation="relu"`, `unroll=True`) and the keras.ops path
+  (`use_cudnn=False` on both layers), predict and train step of an
+  LSTM + Dense(1) model (Adam, MSE) at the small and main shapes, next to
+  keras_lstm with the defaults ("keras_lstm defaults", for scale).
 - `long`: one train step at 4,000 steps (batch 16, 64 features, 256
   units), in a fresh process per contender: seconds and peak memory (the
   resident set on a CPU, device memory on a GPU), also for the keras.ops
@@ -66,6 +72,7 @@ WORKLOADS = (
     "fit",
     "mixed",
     "jit",
+    "configs",
     "long",
 )
 _LENGTHS = tuple(range(20, 141, 10))
@@ -755,6 +762,64 @@ def mixed(backend, repeats, shape=(64, 100, 128, 256)):
     return rows
 
 
+# -- configurations off the frameworks' fused ops -----------------------------
+
+CONFIGS = {
+    "recurrent_dropout=0.25": {"recurrent_dropout": 0.25},
+    "recurrent_activation='hard_sigmoid'": {
+        "recurrent_activation": "hard_sigmoid"
+    },
+    "activation='relu'": {"activation": "relu"},
+    "unroll=True": {"unroll": True},
+    "use_cudnn=False": {"use_cudnn": False},
+}
+
+
+def configs(backend, repeats, shapes=("small", "main")):
+    import keras
+
+    rows = []
+    for shape_name in shapes:
+        batch, timesteps, features, units = bench_util.ALL_SHAPES[shape_name]
+        rng = np.random.default_rng(7)
+        x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+        y = rng.normal(size=(batch, 1)).astype("float32")
+
+        def model(cls, shape=(timesteps, features), units=units, **kwargs):
+            m = keras.Sequential(
+                [
+                    keras.Input(shape),
+                    cls(units, **kwargs),
+                    keras.layers.Dense(1),
+                ]
+            )
+            m.compile(optimizer="adam", loss="mse")
+            return m
+
+        defaults = model(_lstm_class("keras_lstm"))
+        for config, kwargs in CONFIGS.items():
+            models = {
+                "keras": model(_lstm_class("keras"), **kwargs),
+                "keras_lstm": model(_lstm_class("keras_lstm"), **kwargs),
+                "keras_lstm defaults": defaults,
+            }
+            for m in models.values():
+                m.set_weights(defaults.get_weights())
+            for mode in ("predict", "train"):
+                medians = time_alternating(
+                    model_runners(models, mode, x, y), repeats
+                )
+                rows.append(
+                    {
+                        "backend": backend,
+                        "workload": f"{config} {mode}, {shape_name}",
+                        "unit": "ms",
+                        **medians,
+                    }
+                )
+    return rows
+
+
 # -- jit_compile=True ---------------------------------------------------------
 
 
@@ -976,7 +1041,9 @@ def run(backend, workloads, repeats, shapes=None):
     rows = []
     for workload in workloads:
         repeats_here = max(1, repeats // 3) if workload == "long" else repeats
-        kwargs = {"shapes": shapes} if workload == "layer" and shapes else {}
+        kwargs = {}
+        if workload in ("layer", "configs") and shapes:
+            kwargs["shapes"] = shapes
         try:
             new = globals()[workload](backend, repeats_here, **kwargs)
         except Exception as error:  # one failure must not lose the rest
