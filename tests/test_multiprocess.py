@@ -44,8 +44,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROCESSES, GLOBAL, TIMESTEPS, FEATURES, UNITS, STEPS = 2, 8, 5, 3, 4, 3
 LOCAL = GLOBAL // PROCESSES
 LEARNING_RATE = 0.5
-# Seconds for a whole launch (both processes); it takes a few here.
-TIMEOUT = 240
+# Seconds for a whole launch (both processes); it takes 4-12 here.
+TIMEOUT = 120
 
 
 def _data():
