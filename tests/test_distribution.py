@@ -8,8 +8,14 @@ setup before the framework starts, so each runs in a fresh interpreter
 this file), which trains one step without and one step with distribution
 from the same weights and writes both results. On JAX a stateful model is
 trained too: its kept states must come back whole from the sharded step.
+Model parallelism on JAX: keras.distribution.ModelParallel on a 2x2 mesh of
+four host devices, the Embedding and Dense layers around the keras_lstm
+layers sharded, and then the first LSTM's own weights too, trains like one
+device (`python -m tests.test_distribution jax-model-parallel OUT`).
 Each test runs only under its own KERAS_BACKEND (the tox env of that
 backend).
+Multi-process training (torch, JAX, TensorFlow) is in
+tests/test_multiprocess.py.
 """
 
 import os
@@ -140,6 +146,102 @@ def _tensorflow_worker():
     return {False: [weights, single, distributed]}, spread
 
 
+# Model parallelism (JAX): token ids, right-padded with 0 (the Embedding's
+# mask), two steps of a batch of 8.
+VOCABULARY, EMBEDDING, HIDDEN = 10, 6, 8
+# The layouts asked for: the layers around the LSTMs, then the first
+# LSTM's own weights too (their 4 * units axis over "model").
+AROUND = {
+    "embedding/embeddings": (None, "model"),
+    "hidden/kernel": (None, "model"),
+    "hidden/bias": ("model",),
+}
+OWN = {
+    "first/lstm_cell/kernel": (None, "model"),
+    "first/lstm_cell/recurrent_kernel": (None, "model"),
+    "first/lstm_cell/bias": ("model",),
+}
+
+
+def _tokens():
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, VOCABULARY, (2 * BATCH, TIMESTEPS))
+    lengths = rng.integers(1, TIMESTEPS + 1, 2 * BATCH)
+    lengths[0] = TIMESTEPS
+    x[np.arange(TIMESTEPS) >= lengths[:, None]] = 0
+    return x.astype("int32"), rng.normal(size=(2 * BATCH, 1)).astype("float32")
+
+
+def _model_parallel_train():
+    """Two SGD steps of the embedding model from fixed weights; returns it."""
+    import keras
+
+    import keras_lstm
+
+    x_in = keras.Input((TIMESTEPS,), dtype="int32")
+    y = keras.layers.Embedding(
+        VOCABULARY, EMBEDDING, mask_zero=True, name="embedding"
+    )(x_in)
+    y = keras_lstm.LSTM(UNITS, return_sequences=True, name="first")(y)
+    y = keras_lstm.LSTM(UNITS, name="last")(y)
+    y = keras.layers.Dense(HIDDEN, activation="tanh", name="hidden")(y)
+    model = keras.Model(x_in, keras.layers.Dense(1, name="out")(y))
+    model.set_weights(_initial_weights(model))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    x, y = _tokens()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def _jax_model_parallel_worker(out):
+    import jax
+    import keras
+
+    from keras_lstm import dispatch
+
+    assert len(jax.devices()) == 4, jax.devices()
+    arrays = {}
+    kernels = []
+    plan = dispatch.plan
+
+    def spy(layer, inputs, training=False, strict=True):
+        chosen = plan(layer, inputs, training, strict)
+        kernels.append(chosen.kernel)
+        return chosen
+
+    dispatch.plan = spy
+    model = _model_parallel_train()
+    for i, (w, before) in enumerate(
+        zip(model.get_weights(), _initial_weights(model), strict=True)
+    ):
+        arrays[f"single_{i}"] = w
+        arrays[f"initial_{i}"] = before
+    mesh = keras.distribution.DeviceMesh(
+        (2, 2), ("batch", "model"), jax.devices()
+    )
+    for kind, layouts in (("around", AROUND), ("own", {**AROUND, **OWN})):
+        layout_map = keras.distribution.LayoutMap(mesh)
+        for path, axes in layouts.items():
+            layout_map[path] = axes
+        keras.distribution.set_distribution(
+            keras.distribution.ModelParallel(
+                layout_map=layout_map, batch_dim_name="batch"
+            )
+        )
+        model = _model_parallel_train()
+        for i, w in enumerate(model.get_weights()):
+            arrays[f"{kind}_{i}"] = w
+        # How each asked-for variable is laid out over the mesh.
+        for v in model.variables:
+            if v.path in layouts:
+                spec = tuple(v.value.sharding.spec)
+                arrays[f"{kind}_spec_{v.path}"] = np.array(
+                    [str(a) for a in spec]
+                )
+    arrays["kernels"] = np.array(kernels)
+    np.savez(out, **arrays)
+
+
 def _worker(backend, out):
     import keras
 
@@ -234,6 +336,56 @@ def test_tensorflow_mirrored_strategy_matches_single_device(tmp_path):
     _check(*results[False])
 
 
+def test_jax_model_parallel_matches_single_device(tmp_path):
+    if _backend() != "jax":
+        pytest.skip("runs in the jax env (KERAS_BACKEND=jax)")
+    out = tmp_path / "weights.npz"
+    flags = [
+        os.environ.get("XLA_FLAGS", ""),
+        "--xla_force_host_platform_device_count=4",
+    ]
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=" ".join(filter(None, flags)),
+    )
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.test_distribution"]
+        + ["jax-model-parallel", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    with np.load(out) as data:
+        arrays = {k: data[k] for k in data.files}
+    # The fused kernel ran, one device and sharded alike.
+    assert set(arrays["kernels"].tolist()) == {"jax-scan"}
+    count = sum(k.startswith("single_") for k in arrays)
+    single = [arrays[f"single_{i}"] for i in range(count)]
+    for i, want in enumerate(single):
+        # The steps moved every weight (the embeddings of the ids seen).
+        assert np.max(np.abs(want - arrays[f"initial_{i}"])) > 1e-4
+    for kind, layouts in (("around", AROUND), ("own", {**AROUND, **OWN})):
+        # Each asked-for layout is the variable's sharding.
+        for path, axes in layouts.items():
+            got = arrays[f"{kind}_spec_{path}"].tolist()
+            assert got == [str(a) for a in axes], (kind, path, got)
+        for i, want in enumerate(single):
+            np.testing.assert_allclose(
+                arrays[f"{kind}_{i}"], want, rtol=0, atol=1e-6
+            )
+
+
 if __name__ == "__main__":
     # python -m tests.test_distribution BACKEND OUT.npz
-    _worker(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "jax-model-parallel":
+        _jax_model_parallel_worker(sys.argv[2])
+    else:
+        _worker(sys.argv[1], sys.argv[2])

@@ -99,3 +99,106 @@ def test_docstring_examples_run(obj, tmp_path, monkeypatch):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0
+
+
+# docs/distribution.md: a recipe is a Python block whose first lines are
+# `# requires: MODULE` and `# FILE.py ...`, followed by a sh block whose
+# lines (`python ...`, `&` to go on) start the processes.
+RECIPE = re.compile(
+    r"^```python\n(# requires: (\w+)\n# (\w+\.py)\b.*?)^```\s*"
+    r"^```sh\n(.*?)^```",
+    re.S | re.M,
+)
+PORT = re.compile(r"(?<=127\.0\.0\.1:)\d+|(?<=--master-port )\d+")
+
+
+def _recipes():
+    page = (ROOT / "docs" / "distribution.md").read_text()
+    return {m[1]: (m[0], m[2], m[3]) for m in RECIPE.findall(page)}
+
+
+def test_distribution_has_a_recipe_per_backend():
+    assert set(_recipes()) == {"torch", "jax", "tensorflow"}
+
+
+def test_distribution_recipe_runs(tmp_path):
+    """The active backend's recipe, as the page says to start it (free
+    ports in place of the page's): every process ends with the same
+    weights, on a fused kernel."""
+    import os
+    import shlex
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    backend = keras.backend.backend()
+    script, name, launch = _recipes()[backend]
+    (tmp_path / name).write_text(script)
+    ports = {}
+    sockets = []
+    for port in PORT.findall(launch):
+        if port not in ports:
+            sockets.append(socket.socket())
+            sockets[-1].bind(("127.0.0.1", 0))
+            ports[port] = str(sockets[-1].getsockname()[1])
+    for s in sockets:
+        s.close()
+    launch = PORT.sub(lambda m: ports[m[0]], launch)
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", TF_CPP_MIN_LOG_LEVEL="3")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    commands = [
+        shlex.split(line.removesuffix("&"))
+        for line in launch.splitlines()
+        if line.startswith("python ")
+    ]
+    processes = []
+    logs = [open(tmp_path / f"{i}.log", "w+") for i in range(len(commands))]
+    try:
+        for argv, log in zip(commands, logs, strict=True):
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, *argv[1:]],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + 120
+        while any(p.poll() is None for p in processes):
+            if time.monotonic() > deadline or any(
+                p.returncode not in (None, 0) for p in processes
+            ):
+                break
+            time.sleep(0.1)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    output = ""
+    for log in logs:
+        log.seek(0)
+        output += log.read()
+        log.close()
+    assert [p.returncode for p in processes] == [0] * len(commands), output
+    # Not line by line: the processes of torch.distributed.run share one
+    # stdout, and their lines may interleave.
+    lines = re.findall(
+        r"process (\d+): kernel ([\w-]+), weights (\d+\.\d{6})", output
+    )
+    assert sorted(int(rank) for rank, _, _ in lines) == [0, 1], output
+    assert {kernel for _, kernel, _ in lines} <= {
+        "torch-cpu",
+        "torch-cudnn",
+        "jax-scan",
+        "jax-cudnn",
+        "tensorflow-loop",
+        "tensorflow-cudnn",
+    }, output
+    assert len({weights for _, _, weights in lines}) == 1, output
