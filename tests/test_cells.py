@@ -249,3 +249,59 @@ def test_bidirectional_with_recurrent_dropout_runs_a_kernel_per_direction(
     helpers.assert_close(
         output, np.concatenate([forward, backward[:, ::-1]], axis=-1)
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs", [s[1] for s in STEPS[:4]], ids=[s[0] for s in STEPS[:4]]
+)
+def test_last_output_only_gradients_match(monkeypatch, kwargs):
+    # return_sequences=False: the kernels keep no sequence of outputs, and
+    # no gradient flows into one.
+    rng = np.random.default_rng(6)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    rate = kwargs.get("recurrent_dropout", 0.0)
+    if rate:
+        pin_recurrent_mask(monkeypatch, rng, rate)
+    fused, generic = layer_pair(weights, **kwargs)
+    with reference_mode():
+        want = helpers.to_numpy(helpers.call_layer(generic, x, training=True))
+    got = helpers.to_numpy(helpers.call_layer(fused, x, training=True))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    check_gradients(
+        fused, generic, x, None, weights, None, [want], rng, training=True
+    )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch-loop's own backward")
+def test_torch_loop_second_order_gradients(monkeypatch):
+    # A gradient penalty differentiates the gradient: torch-loop's written
+    # backward records the loop again under create_graph=True.
+    import torch
+
+    rng = np.random.default_rng(7)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    pin_recurrent_mask(monkeypatch, rng, 0.5)
+
+    def penalty_gradient(use_cudnn):
+        layer = helpers.built_layer(
+            keras_lstm.LSTM,
+            weights,
+            use_cudnn=use_cudnn,
+            # (torch has no second derivative of hardsigmoid)
+            activation="softsign",
+            recurrent_dropout=0.5,
+        )
+        inputs = helpers.tensor(x).requires_grad_(True)
+        output = layer(inputs, training=True)
+        (grad,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
+        (grad.square().sum()).backward()
+        return inputs.grad, layer.cell.kernel.value.grad
+
+    calls = spy_on_kernel(monkeypatch)
+    got = penalty_gradient("auto")
+    assert len(calls) == 1
+    for g, w in zip(got, penalty_gradient(False), strict=True):
+        assert torch.any(w != 0)
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)

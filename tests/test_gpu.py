@@ -83,6 +83,42 @@ def test_gpu_forward_and_gradients_match_generic(
     )
 
 
+# The steps cuDNN does not compute run each backend's own loop there.
+GPU_LOOPS = {
+    "tensorflow": "tensorflow-loop",
+    "jax": "jax-scan",
+    "torch": "torch-loop",
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_gpu_other_steps_run_the_loop_and_match_generic(monkeypatch, mask_kind):
+    rng = np.random.default_rng(6)
+    x = helpers.random_inputs(rng)
+    weights = helpers.random_weights(rng)
+    state = helpers.random_state(rng)
+    mask = helpers.make_mask(mask_kind)
+    fused, generic = layer_pair(
+        weights,
+        return_sequences=True,
+        return_state=True,
+        activation="relu",
+        recurrent_activation="hard_sigmoid",
+    )
+    plan = keras_lstm.explain(fused, x, mask=mask)
+    assert plan.kernel == GPU_LOOPS[BACKEND] and plan.reasons == ()
+    assert any("cuDNN" in n or "torch's fused" in n for n in plan.notes)
+    calls = spy_on_kernel(monkeypatch)
+    expected = forward(generic, x, state, mask)
+    actual = forward(fused, x, state, mask)
+    assert len(calls) == 1
+    helpers.assert_close(actual, expected, rtol=GPU_TOL, atol=GPU_TOL)
+    check_gradients(
+        fused, generic, x, state, weights, mask, expected, rng, tol=GPU_TOL
+    )
+
+
 @pytest.mark.gpu
 def test_gpu_stateful_matches_generic(monkeypatch):
     rng = np.random.default_rng(2)

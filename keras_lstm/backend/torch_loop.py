@@ -86,15 +86,15 @@ def _forward(
 ):
     """The recurrence over `projected` (time-major x @ kernel + bias).
 
-    Returns (hs, cs, zs, h, c): every step's h (with `sequence`; the
-    carried h at invalid steps), c and pre-activations z (with `saves`),
-    time-major, else None; and the final states.
+    Returns (hs, cs, h, c): every step's h (with `sequence`; the carried
+    h at invalid steps) and c (with `saves`), time-major, else None; and
+    the final states.
     """
     activation, recurrent_activation = _activations(cell)
     units = h0.shape[-1]
     grouped = elementwise(cell)
     h, c = h0, c0
-    hs, cs, zs = [], [], []
+    hs, cs = [], []
     for t in range(projected.shape[0]):
         h_rec = h if recurrent_mask is None else h * recurrent_mask
         z = torch.addmm(projected[t], h_rec, recurrent_kernel)
@@ -118,8 +118,7 @@ def _forward(
             hs.append(h)
         if saves:
             cs.append(c)
-            zs.append(z)
-    stacked = [torch.stack(a) if a else None for a in (hs, cs, zs)]
+    stacked = [torch.stack(a) if a else None for a in (hs, cs)]
     return (*stacked, h, c)
 
 
@@ -147,10 +146,13 @@ class _Recurrence(torch.autograd.Function):
     def forward(
         ctx, projected, h0, c0, recurrent_kernel, valid, mask, cell, flush
     ):
-        hs, cs, _, h, c = _forward(
+        hs, cs, h, c = _forward(
             projected, h0, c0, recurrent_kernel, valid, mask, cell, saves=True
         )
         ctx.cell, ctx.flush = cell, flush
+        # An output the loss does not use gets None, not zeros (the
+        # sequence, when only the last output is used).
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(
             projected, h0, c0, recurrent_kernel, valid, mask, hs, cs
         )
@@ -182,17 +184,21 @@ class _Recurrence(torch.autograd.Function):
 
 def _differentiated(inputs, valid, mask, cell, d_hs, d_h, d_c):
     with torch.enable_grad():
-        hs, _, _, h, c = _forward(*inputs, valid, mask, cell)
+        hs, _, h, c = _forward(*inputs, valid, mask, cell)
     pairs = [
         (o, g) for o, g in ((hs, d_hs), (h, d_h), (c, d_c)) if g is not None
     ]
-    return torch.autograd.grad(
-        [o for o, _ in pairs],
-        inputs,
-        [g for _, g in pairs],
-        create_graph=True,
-        allow_unused=True,
+    wanted = [t for t in inputs if t.requires_grad]
+    found = iter(
+        torch.autograd.grad(
+            [o for o, _ in pairs],
+            wanted,
+            [g for _, g in pairs],
+            create_graph=True,
+            allow_unused=True,
+        )
     )
+    return tuple(next(found) if t.requires_grad else None for t in inputs)
 
 
 def _backward(
@@ -305,5 +311,5 @@ def lstm(
     if grad and elementwise(cell):
         hs, h, c = _Recurrence.apply(*args, flush)
     else:
-        hs, _, _, h, c = _forward(*args, sequence=sequence)
+        hs, _, h, c = _forward(*args, sequence=sequence)
     return (hs.transpose(0, 1) if sequence else None), h, c
