@@ -11,6 +11,42 @@ numbers as the keras.ops path (no framework imported here).
 from collections.abc import Callable
 from typing import NamedTuple
 
+import keras
+
+# Keras's elementwise activations (glu, softmax, log_softmax and sparsemax
+# mix the units of a row); some are missing from older Keras releases.
+_ELEMENTWISE = frozenset(
+    function
+    for name in (
+        "celu",
+        "elu",
+        "exponential",
+        "gelu",
+        "hard_shrink",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_tanh",
+        "leaky_relu",
+        "linear",
+        "log_sigmoid",
+        "mish",
+        "relu",
+        "relu6",
+        "selu",
+        "sigmoid",
+        "silu",
+        "soft_shrink",
+        "softplus",
+        "softsign",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "squareplus",
+        "tanh",
+        "tanh_shrink",
+    )
+    if (function := getattr(keras.activations, name, None)) is not None
+)
+
 
 class Cell(NamedTuple):
     """The step a kernel runs: hashable, so a static argument of a
@@ -39,6 +75,16 @@ class Cell(NamedTuple):
             self.activation is None
             and self.recurrent_activation is None
             and not self.recurrent_dropout
+        )
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether both activations are Keras's elementwise ones (or the
+        standard ones): their derivatives can then be taken for every
+        step at once, before a backward loop."""
+        return all(
+            f is None or f in _ELEMENTWISE
+            for f in (self.activation, self.recurrent_activation)
         )
 
     def describe(self) -> str:

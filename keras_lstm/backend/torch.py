@@ -64,7 +64,7 @@ def notes(inputs, units, cell=STANDARD) -> tuple[str, ...]:
             f"recurrent dropout; this step ({cell.describe()}) runs the "
             "torch loop (keras_lstm/backend/torch_loop.py)",
         )
-        if not torch_loop.elementwise(cell):
+        if not cell.elementwise:
             notes += (
                 "an activation that is not one of Keras's elementwise "
                 "ones: autograd records the loop's backward pass",

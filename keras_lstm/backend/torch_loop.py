@@ -12,58 +12,15 @@ before it, and the weight gradients as one matmul each after it.
 The activations are the Keras functions themselves, so the numbers are
 the keras.ops path's. Their derivatives are taken for all steps at once,
 which needs an elementwise function: Keras's own activations are, except
-the softmax family (`_ELEMENTWISE`). Any other callable runs the same
+the softmax family (`Cell.elementwise`). Any other callable runs the same
 forward loop with autograd recording it.
 """
 
 import contextlib
 
-import keras
 import torch
 
 from keras_lstm.backend import torch_denormals as denormals
-
-# Keras's elementwise activations (glu, softmax, log_softmax and sparsemax
-# mix the units of a row); some are missing from older Keras releases.
-_ELEMENTWISE = frozenset(
-    function
-    for name in (
-        "celu",
-        "elu",
-        "exponential",
-        "gelu",
-        "hard_shrink",
-        "hard_sigmoid",
-        "hard_silu",
-        "hard_tanh",
-        "leaky_relu",
-        "linear",
-        "log_sigmoid",
-        "mish",
-        "relu",
-        "relu6",
-        "selu",
-        "sigmoid",
-        "silu",
-        "soft_shrink",
-        "softplus",
-        "softsign",
-        "sparse_plus",
-        "sparse_sigmoid",
-        "squareplus",
-        "tanh",
-        "tanh_shrink",
-    )
-    if (function := getattr(keras.activations, name, None)) is not None
-)
-
-
-def elementwise(cell) -> bool:
-    """Whether the backward pass is written out for `cell`'s activations."""
-    return all(
-        f is None or f in _ELEMENTWISE
-        for f in (cell.activation, cell.recurrent_activation)
-    )
 
 
 def _activations(cell):
@@ -92,7 +49,7 @@ def _forward(
     """
     activation, recurrent_activation = _activations(cell)
     units = h0.shape[-1]
-    grouped = elementwise(cell)
+    grouped = cell.elementwise
     h, c = h0, c0
     hs, cs = [], []
     for t in range(projected.shape[0]):
@@ -308,7 +265,7 @@ def lstm(
     grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in args[:4]
     )
-    if grad and elementwise(cell):
+    if grad and cell.elementwise:
         hs, h, c = _Recurrence.apply(*args, flush)
     else:
         hs, _, h, c = _forward(*args, sequence=sequence)
