@@ -33,24 +33,26 @@ class Plan:
     """The kernel chosen for a call.
 
     Attributes:
-        kernel: the kernel's name; exactly "generic" for the keras.ops path.
+        kernel: the kernel's name; exactly "generic" for the keras.ops path
+            ("torch-loop" for torch's loop of other steps).
             For a Bidirectional, "<name>-bidirectional" when one kernel runs
             both directions, else what each direction runs.
         reasons: why no fused kernel runs; empty when one does. For a
             Bidirectional, why no bidirectional kernel runs.
         notes: what else to know about the fused kernel that runs (it
             computes in float32 for 16-bit inputs where the device has no
-            fast 16-bit path).
+            fast 16-bit path; the framework's fused op cannot take the
+            step, so the kernel's own loop runs).
 
     Example:
 
     >>> plan = keras_lstm.explain(keras_lstm.LSTM(4), np.zeros((2, 5, 3)))
     >>> plan.kernel != "generic", plan.reasons
     (True, ())
-    >>> layer = keras_lstm.LSTM(4, unroll=True)
+    >>> layer = keras_lstm.LSTM(4, use_cudnn=False)
     >>> keras_lstm.explain(layer, np.zeros((2, 5, 3)))
     Plan(kernel='generic',
-         reasons=('unroll=True asks for the Python-unrolled loop',),
+         reasons=('use_cudnn=False forces the keras.ops path',),
          notes=())
     """
 

@@ -47,7 +47,10 @@ def explain(
 
     >>> layer = keras_lstm.LSTM(8, activation="relu")
     >>> keras_lstm.explain(layer, np.zeros((2, 5, 3))).reasons
-    ("activation is 'relu'; fused kernels need tanh",)
+    ()
+    >>> layer = keras_lstm.LSTM(8, use_cudnn=False)
+    >>> keras_lstm.explain(layer, np.zeros((2, 5, 3))).reasons
+    ('use_cudnn=False forces the keras.ops path',)
     """
     if isinstance(layer, keras.layers.Bidirectional):
         forward, backward = layer.forward_layer, layer.backward_layer
