@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = """
@@ -43,9 +44,17 @@ def main(work):
         "tox.ini",
         "conftest.py",
         "tests/oracle.py",
+        "tests/fixtures/model_0_2_0.keras",
+        "tests/fixtures/model_0_2_0.weights.h5",
+        "tests/fixtures/outputs_0_2_0.npz",
         "docs/index.md",
     ):
         assert needed in names, f"the sdist lacks {needed}"
+    # The command line's subpackages are in the wheel.
+    with zipfile.ZipFile(wheel[0]) as whl:
+        files = set(whl.namelist())
+    for needed in ("keras_lstm/tools/cli.py", "keras_lstm/tools/bench/util.py"):
+        assert needed in files, f"the wheel lacks {needed}"
     venv = os.path.join(work, "clean")
     run(sys.executable, "-m", "venv", venv)
     python = os.path.join(venv, "bin", "python")

@@ -1,9 +1,9 @@
-"""Side-by-side LSTM timings; see keras_lstm/benchmark.py.
+"""Side-by-side LSTM timings; see keras_lstm/tools/bench/benchmark.py.
 
 python benchmarks/bench_lstm.py [--backends ...] [--shapes ...]
 """
 
-from keras_lstm.benchmark import main
+from keras_lstm.tools.bench.benchmark import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

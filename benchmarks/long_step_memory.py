@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 import keras_lstm
-from keras_lstm.workloads import _proc_status_mb
+from keras_lstm.tools.bench.processes import _proc_status_mb
 
 
 def main(contender):

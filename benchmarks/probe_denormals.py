@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 import keras_lstm
-from keras_lstm.bench_util import cpu, time_alternating
+from keras_lstm.tools.bench.util import cpu, time_alternating
 
 
 def _model(batch, steps, features, units):

@@ -141,7 +141,7 @@ def _keras_lstm(shape, jit_compile=False):
 def _worker(backend, shape, repeats):
     """In a subprocess on `backend`: every timing of that backend, in
     alternating runs; prints them as JSON."""
-    from keras_lstm.benchmark import time_alternating
+    from keras_lstm.tools.bench.util import time_alternating
 
     # (framework, limit part) -> runner; kernels apart.
     if backend == "torch":
@@ -221,7 +221,7 @@ def main(argv=None):
     shape = tuple(args.shape)
     if args.worker:
         return _worker(args.worker, shape, args.repeats)
-    from keras_lstm.benchmark import cpu
+    from keras_lstm.tools.bench.util import cpu
 
     results = {
         backend: _in_subprocess(backend, shape, args.repeats)

@@ -21,7 +21,7 @@ from keras import ops
 
 import keras_lstm
 import keras_lstm.ops
-from keras_lstm.bench_util import SHAPES, time_alternating
+from keras_lstm.tools.bench.util import SHAPES, time_alternating
 
 
 def _form(hoist, loop, parallel):

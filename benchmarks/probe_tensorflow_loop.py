@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lstm.backend import tensorflow as tf_kernel
-from keras_lstm.benchmark import time_alternating
+from keras_lstm.tools.bench.util import time_alternating
 
 
 def _loop(stage, inputs, h0, kernel, recurrent, bias, projected=None):

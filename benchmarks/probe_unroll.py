@@ -18,7 +18,7 @@ import numpy as np
 
 import keras_lstm
 from keras_lstm.backend import kernels
-from keras_lstm.bench_util import SHAPES, time_alternating
+from keras_lstm.tools.bench.util import SHAPES, time_alternating
 
 FACTORS = (1, 2, 4, 8, True)
 

@@ -32,13 +32,9 @@ def main():
 
     import keras_lstm
     from keras_lstm import convert
-    from keras_lstm.benchmark import (
-        SHAPES,
-        _torch_runners,
-        cpu,
-        time_alternating,
-    )
-    from keras_lstm.workloads import model_runners
+    from keras_lstm.tools.bench.contenders import model_runners
+    from keras_lstm.tools.bench.steady import _torch_runners
+    from keras_lstm.tools.bench.util import SHAPES, cpu, time_alternating
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="main")

@@ -1,9 +1,23 @@
 """keras_lstm: a drop-in keras.layers.LSTM, one semantics on every backend."""
 
+import sys as _sys
+
 # Before keras: `python -m keras_lstm` and `keras-lstm` import this package
-# first, and keras without its backend would end them in a traceback; the
-# command line's checks (keras_lstm/cli.py) run here, a no-op on import.
-from keras_lstm import _preflight  # noqa: F401
+# before their own code, and keras without its backend would end them in a
+# traceback. When sys.argv says this process may be one of them (runpy sets
+# argv[0] to "-m" while it imports the package; the script is named
+# keras-lstm), the command line's checks run first
+# (keras_lstm/tools/preflight.py, standard library only); a library import
+# reads sys.argv and imports nothing from keras_lstm.tools.
+_argv0 = _sys.argv[0] if _sys.argv else ""
+if (
+    _argv0 == "-m" and "keras_lstm" in " ".join(getattr(_sys, "orig_argv", []))
+) or _argv0.replace("\\", "/").rpartition("/")[2].startswith("keras-lstm"):
+    from keras_lstm.tools import preflight as _preflight
+
+    _preflight.preflight()
+    del _preflight
+del _argv0, _sys
 
 # isort: split
 from keras_lstm import data

@@ -3,6 +3,7 @@ help and its message when Keras's backend is missing, and `.ci/gpu`."""
 
 import argparse
 import importlib.util
+import json
 import os
 import pathlib
 import re
@@ -12,7 +13,7 @@ import sys
 import keras
 import pytest
 
-from keras_lstm import cli
+from keras_lstm.tools import cli, preflight
 
 
 def test_demo_trains_and_reports_accuracy():
@@ -69,6 +70,69 @@ def test_version_and_help():
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_IMPORT_SCRIPT = """
+import json, sys
+import keras
+import keras_lstm
+assert keras.saving.get_registered_object("keras_lstm>LSTM") is keras_lstm.LSTM
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("keras_lstm"))))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-c", _IMPORT_SCRIPT],
+        # A program whose name or arguments mention keras_lstm.
+        ["-", "keras_lstm", "-m", "keras_lstm"],
+    ],
+    ids=["-c", "stdin"],
+)
+def test_import_keras_lstm_imports_no_tool(command):
+    # The library is imported, with its registered names; nothing of the
+    # command line is (keras_lstm.tools, keras_lstm.__main__).
+    result = subprocess.run(
+        [sys.executable, *command],
+        input=_IMPORT_SCRIPT if command[0] == "-" else None,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "keras_lstm.layer" in modules and "keras_lstm.backend" in modules
+    tools = [
+        m
+        for m in modules
+        if m.startswith("keras_lstm.tools") or m == "keras_lstm.__main__"
+    ]
+    assert not tools
+
+
+def test_the_command_line_runs_its_check_first():
+    # `python -m keras_lstm` imports the package first: the check runs
+    # there, before keras, and the command's modules load after.
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keras_lstm", "--help"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "keras_lstm.tools.preflight" in imported
+    assert "keras" not in imported  # --help answered before keras
+
+
 # Imported first by the interpreter (PYTHONPATH), it makes one package
 # unimportable, as on a machine where it is not installed.
 HIDE = """
@@ -177,7 +241,7 @@ def test_every_option_has_help():
     ],
 )
 def test_the_module_run_with_dash_m(orig_argv, module):
-    assert cli._module_of(orig_argv) == module
+    assert preflight._module_of(orig_argv) == module
 
 
 def test_ci_gpu_script_parses_and_has_help():

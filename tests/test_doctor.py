@@ -12,7 +12,7 @@ import keras
 import pytest
 
 import keras_lstm.backend
-from keras_lstm import doctor
+from keras_lstm.tools import doctor
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,8 @@
 """Saving and loading: .keras archives, configs and .weights.h5 interop."""
 
+import importlib.util
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -262,3 +265,48 @@ def test_weights_h5_interop(tmp_path, source, target):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+# ---------------------------------------------------------------------------
+# Files saved by release 0.2.0 (tests/fixtures, made by
+# tests/fixtures/release_0_2_0.py with that release's tree and Keras 3.10.0
+# on JAX: its docstring has the commands).
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+
+
+def _release_0_2_0():
+    spec = importlib.util.spec_from_file_location(
+        "release_0_2_0", FIXTURES / "release_0_2_0.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with np.load(FIXTURES / "outputs_0_2_0.npz") as data:
+        expected = [data["output_0"], data["output_1"]]
+        x = data["x"]
+    return module, x, expected
+
+
+@pytest.mark.parametrize("kind", ["keras", "weights.h5"])
+# Keras 3.10 saved the functional model's inputs as a list of one.
+@pytest.mark.filterwarnings("ignore:The structure of `inputs`")
+def test_files_saved_by_release_0_2_0_load(kind):
+    """A .keras file and a .weights.h5 file saved by release 0.2.0 load
+    and give the outputs 0.2.0 recorded (computed on JAX; here on every
+    backend, so within float32 tolerance). The model: Masking,
+    keras_lstm.Bidirectional, keras_lstm.LSTM with return_state and
+    go_backwards, keras_lstm.LSTM with hard_sigmoid and
+    unit_forget_bias=False, Dense; compiled (Adam) after two train steps.
+    The script that made them: tests/fixtures/release_0_2_0.py."""
+    release, x, expected = _release_0_2_0()
+    if kind == "keras":
+        model = keras.saving.load_model(FIXTURES / "model_0_2_0.keras")
+        assert model.optimizer is not None
+    else:
+        model = release.build(keras, keras_lstm)
+        model.load_weights(FIXTURES / "model_0_2_0.weights.h5")
+    np.testing.assert_array_equal(x, release.inputs())
+    assert isinstance(model.layers[2], keras_lstm.Bidirectional)
+    got = [helpers.to_numpy(o) for o in model(x, training=False)]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)

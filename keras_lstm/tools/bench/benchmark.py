@@ -4,11 +4,11 @@ For each Keras backend, one subprocess times the three contenders in the same
 process, with the same weights and inputs, in alternating runs (the machine
 is shared and noisy: ratios within a process are what count).
 
-The steady state ("steady"): modes predict (`predict_on_batch`;
+The steady state ("steady", steady.py): modes predict (`predict_on_batch`;
 torch.nn.LSTM under no_grad) and a train step (`train_on_batch` with SGD and
 MSE; torch.nn.LSTM forward, backward and step), after a warm-up; masks none,
 right-padded (torch.nn.LSTM packs the sequence) and random holes
-(torch.nn.LSTM has no equivalent). The workloads (keras_lstm/workloads.py):
+(torch.nn.LSTM has no equivalent). The workloads (workloads.py):
 the train step with the loss on the last output only, dynamic padding,
 first call, greedy decoding, fit with validation, mixed precision,
 jit_compile and long sequences; and the layer level ("layer": the layer
@@ -43,20 +43,10 @@ import os
 import sys
 import traceback
 
-from keras_lstm import bench_util
-from keras_lstm import workloads as workloads_lib
+from keras_lstm.tools.bench import steady, util
+from keras_lstm.tools.bench import workloads as workloads_lib
+from keras_lstm.tools.bench.util import ALL_SHAPES, cpu
 
-# Also the names benchmarks/*.py and older scripts import from here.
-from keras_lstm.bench_util import (  # noqa: F401
-    ALL_SHAPES,
-    GPU_SHAPES,
-    MASKS,
-    SHAPES,
-    cpu,
-    time_alternating,
-)
-
-MODES = ("predict", "train")
 _EPILOG = """\
 workloads:
   steady      model level: predict_on_batch / train_on_batch per shape and
@@ -64,8 +54,8 @@ workloads:
   layer       layer level: the layer called on device tensors, forward and
               forward+backward (JAX jitted, TensorFlow tf.function, torch
               eager), per shape and mask; default shapes main large xlarge
-  last, dynamic, first_call, decode, fit, mixed, jit, long: see
-              keras_lstm/workloads.py
+  last, dynamic, first_call, decode, fit, mixed, jit, configs, long: see
+              keras_lstm/tools/bench/workloads.py
 
 devices:
   Each backend's process runs Keras on that backend's default device: a GPU
@@ -80,146 +70,6 @@ devices:
   skipped; a workload that fails gives a "(failed)" row and the exit status
   1, and the others still run.
 """
-
-
-def _layer(contender, units, bidirectional):
-    import keras
-
-    import keras_lstm
-
-    if not bidirectional:
-        cls = keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
-        return cls(units, return_sequences=True)
-    inner = keras.layers.LSTM if contender == "keras" else keras_lstm.LSTM
-    wrapper = keras_lstm.Bidirectional
-    if contender in ("keras", "per direction"):
-        wrapper = keras.layers.Bidirectional
-    return wrapper(inner(units, return_sequences=True))
-
-
-def _keras_model(contender, batch, timesteps, features, units, masked, bidi):
-    import keras
-
-    x = keras.Input(batch_shape=(batch, timesteps, features))
-    inputs = [x]
-    kwargs = {}
-    if masked:
-        mask = keras.Input(batch_shape=(batch, timesteps), dtype="bool")
-        inputs.append(mask)
-        kwargs["mask"] = mask
-    y = _layer(contender, units, bidi)(x, **kwargs)
-    model = keras.Model(inputs, y)
-    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
-    return model
-
-
-def _torch_runners(lstm, x, y, mask_kind, mask):
-    torch = importlib.import_module("torch")  # optional: the torch.nn column
-
-    # On CUDA wherever torch sees it (bench_util.torch_device).
-    lstm = workloads_lib.to_device(lstm)
-    x, y = workloads_lib.tensors(x, y)
-    optimizer = torch.optim.SGD(lstm.parameters(), lr=1e-3)
-    lengths = None
-    if mask_kind == "right":
-        lengths = torch.from_numpy(mask.sum(1))  # on the CPU, as torch wants
-    forward = workloads_lib.torch_forward(lstm, lengths, x.shape[1])
-
-    def predict():
-        with torch.no_grad():
-            return forward(x)
-
-    def train():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(forward(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return {"predict": predict, "train": train}
-
-
-def run_backend(shapes, repeats, bidirectional=False):
-    """Times every contender on the current backend; returns result rows.
-
-    Keras models run on the backend's default device; predict_on_batch
-    and train_on_batch return NumPy, so their timings include the device's
-    work. Shapes in GPU_SHAPES are skipped on a CPU.
-    """
-    if importlib.util.find_spec("torch") is not None:
-        # Before TensorFlow: the other order can crash.
-        importlib.import_module("torch").manual_seed(0)
-    has_torch = bench_util.torch_module() is not None  # the torch.nn column
-    import keras
-    import numpy as np
-
-    import keras_lstm
-    from keras_lstm import convert
-
-    contenders = ["keras", "keras_lstm"]
-    if bidirectional:
-        contenders.insert(1, "per direction")
-    on_gpu = bench_util.device(keras.backend.backend())[1]
-    rows = []
-    for shape_name in shapes:
-        if shape_name in GPU_SHAPES and not on_gpu:
-            print(f"steady: {shape_name} skipped (GPU only)", file=sys.stderr)
-            continue
-        batch, timesteps, features, units = ALL_SHAPES[shape_name]
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(batch, timesteps, features)).astype("float32")
-        outputs = units * (2 if bidirectional else 1)
-        y = rng.normal(size=(batch, timesteps, outputs)).astype("float32")
-        masks = bench_util.masks(batch, timesteps, rng)
-        for mask_kind in MASKS:
-            mask = masks[mask_kind]
-            masked = mask is not None
-            models = {
-                c: _keras_model(
-                    c, batch, timesteps, features, units, masked, bidirectional
-                )
-                for c in contenders
-            }
-            for model in models.values():
-                model.set_weights(models["keras"].get_weights())
-            inputs = [x, mask] if masked else [x]
-            runners = {}
-            for label, model in models.items():
-                runners[label] = {
-                    "predict": lambda m=model, i=inputs: m.predict_on_batch(i),
-                    "train": lambda m=model, i=inputs, t=y: m.train_on_batch(
-                        i, t
-                    ),
-                }
-            ours = models["keras_lstm"].layers[-1]
-            if has_torch and mask_kind != "holes":
-                if bidirectional:
-                    torch = importlib.import_module("torch")
-                    lstm = torch.nn.LSTM(
-                        features, units, batch_first=True, bidirectional=True
-                    )
-                else:
-                    lstm = convert.to_torch(ours)
-                runners["torch.nn"] = _torch_runners(
-                    lstm, x, y, mask_kind, mask
-                )
-            kernel = keras_lstm.explain(ours, x, mask).kernel
-            for mode in MODES:
-                medians = time_alternating(
-                    {k: r[mode] for k, r in runners.items()}, repeats
-                )
-                rows.append(
-                    {
-                        "backend": keras.backend.backend(),
-                        "shape": shape_name,
-                        "mask": mask_kind,
-                        "mode": mode,
-                        "kernel": kernel,
-                        **medians,
-                    }
-                )
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return rows
 
 
 def _device_cell(r):
@@ -319,8 +169,8 @@ def _worker(args):
     import keras
 
     backend = keras.backend.backend()
-    device, _ = bench_util.device(backend)
-    torch_device = bench_util.torch_device_name()
+    device, _ = util.device(backend)
+    torch_device = util.torch_device_name()
     print(
         f"{backend}: Keras on {device}; "
         f"torch.nn.LSTM on {torch_device or '- (not timed)'}",
@@ -330,7 +180,7 @@ def _worker(args):
     rows = []
     if "steady" in args.workloads:
         try:
-            rows = run_backend(
+            rows = steady.run_backend(
                 args.shapes or list(ALL_SHAPES),
                 args.repeats,
                 args.bidirectional,
@@ -400,7 +250,7 @@ def main(argv=None):
     if args.bidirectional:
         args.workloads = ["steady"]
     if args.no_torch_nn:  # read by every process from here on
-        os.environ[bench_util.TORCH_NN_ENV] = "0"
+        os.environ[util.TORCH_NN_ENV] = "0"
 
     if args.worker:
         return _worker(args)
@@ -410,7 +260,8 @@ def main(argv=None):
             print(f"skipping {backend}: not installed", file=sys.stderr)
             continue
         print(f"timing {backend} ...", file=sys.stderr, flush=True)
-        command = [sys.executable, "-m", "keras_lstm.benchmark", "--worker"]
+        command = [sys.executable, "-m", "keras_lstm.tools.bench.benchmark"]
+        command.append("--worker")
         command += ["--repeats", str(args.repeats)]
         command += ["--workloads", *args.workloads]
         if args.shapes:
@@ -418,7 +269,7 @@ def main(argv=None):
         if args.bidirectional:
             command.append("--bidirectional")
         try:
-            out = bench_util.run_json(command, backend)
+            out = util.run_json(command, backend)
         except RuntimeError as error:  # the others still run
             print(error, file=sys.stderr)
             failed.append(backend)

@@ -1,14 +1,15 @@
-"""The command line's parser, and the checks it makes before keras is imported.
+"""The command line's checks before keras is imported.
 
 `python -m keras_lstm` and the `keras-lstm` script import the package
 before any of their own code runs, and the package imports keras, which
 imports its backend: TensorFlow unless KERAS_BACKEND or keras.json names
 another. Without that framework the command would end in Keras's
-ModuleNotFoundError traceback. So keras_lstm/__init__.py runs `preflight()`
-first (through keras_lstm/_preflight.py): when this process is the command
-line, it says which backends are installed and how to pick one (exit 2),
-and answers `--help` and `--version` without importing keras, which takes
-seconds. Imported as a library, nothing happens.
+ModuleNotFoundError traceback. So keras_lstm/__init__.py, when sys.argv
+says this process may be the command line (and only then: `import
+keras_lstm` imports nothing from keras_lstm.tools otherwise), calls
+`preflight()` before keras: it makes sure (`invoked_as_command`), says
+which backends are installed and how to pick one (exit 2), and answers
+`--help` and `--version` without importing keras, which takes seconds.
 
 This module imports the standard library only.
 """
@@ -22,8 +23,6 @@ import shlex
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
-# The masks `doctor` checks (keras_lstm/doctor.py).
-MASK_KINDS = ("none", "right", "left", "holes", "full_row")
 # Keras's own backends and the module each one imports; keras_lstm has
 # fused kernels for the first three.
 _MODULES = {
@@ -41,7 +40,7 @@ _SCRIPT = "keras-lstm"
 def version() -> str:
     """keras_lstm's version, read from keras_lstm/__init__.py as setuptools
     reads it (importing the package would import keras)."""
-    text = (pathlib.Path(__file__).parent / "__init__.py").read_text()
+    text = (pathlib.Path(__file__).parents[1] / "__init__.py").read_text()
     match = re.search(r"^__version__ = [\"']([^\"']+)[\"']", text, re.M)
     return match.group(1) if match else "unknown"
 
@@ -188,139 +187,6 @@ def _module_of(orig_argv) -> str | None:
     return None
 
 
-def build_parser():
-    """The argparse parser of every command (bench parses its own)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="keras-lstm",
-        description="keras_lstm command line. Needs a Keras backend: "
-        "KERAS_BACKEND=jax|torch|tensorflow.",
-    )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"keras_lstm {version()}",
-        help="print keras_lstm's version and exit",
-    )
-    commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help="one of:"
-    )
-    p = commands.add_parser(
-        "demo",
-        help="train a small masked LSTM on a synthetic task",
-        description="Trains a small masked LSTM classifier (is there a "
-        "majority of ones in a variable-length bit sequence?) on the "
-        "current backend; prints the kernel, accuracy and time per epoch.",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=8, help="training epochs (default 8)"
-    )
-    p.add_argument(
-        "--samples",
-        type=int,
-        default=2048,
-        help="training sequences; the test set has a quarter (default 2048)",
-    )
-    p.add_argument(
-        "--max-len",
-        type=int,
-        default=21,
-        help="longest sequence; lengths are 5 to this (default 21)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the data and the weights (default 0)",
-    )
-    commands.add_parser(
-        "bench",
-        add_help=False,
-        help="side-by-side timings: keras.layers.LSTM, keras_lstm.LSTM, "
-        "torch.nn.LSTM (see `bench --help`)",
-    )
-    p = commands.add_parser(
-        "parity",
-        help="run a .keras model on several backends and compare outputs",
-        description="Runs a saved model on each backend in a subprocess and "
-        "prints the largest difference of every pair; exits 1 above --atol.",
-    )
-    p.add_argument("model", help="a .keras file (any Keras model)")
-    p.add_argument(
-        "--backends",
-        nargs="+",
-        default=list(BACKENDS),
-        choices=BACKENDS,
-        help="the backends to run it on, each installed (default: all three)",
-    )
-    p.add_argument(
-        "--inputs",
-        help=".npz with input_0, input_1, ... "
-        "(default: random inputs of the model's shapes)",
-    )
-    p.add_argument(
-        "--atol",
-        type=float,
-        default=1e-5,
-        help="largest absolute difference allowed between two backends "
-        "(default 1e-5)",
-    )
-    p.add_argument(
-        "--batch", type=int, default=4, help="batch size of random inputs"
-    )
-    p.add_argument(
-        "--timesteps",
-        type=int,
-        default=8,
-        help="unknown non-batch axes of random inputs",
-    )
-    p = commands.add_parser(
-        "doctor",
-        help="versions, device, the kernel of common calls, and the fused "
-        "kernel checked against the keras.ops path on this device",
-        description="Prints the versions, CPU and device, which kernel each "
-        "common call takes and why, then compares the fused kernel with "
-        "the keras.ops path (outputs, states and gradients, every mask "
-        "kind, TF32 off). Exits 1 when a check fails or the fused kernel "
-        "did not run.",
-    )
-    p.add_argument(
-        "--atol",
-        type=float,
-        default=None,
-        help="largest absolute difference allowed between the fused kernel "
-        "and the keras.ops path (default 1e-5 on CPU, 1e-4 on a GPU)",
-    )
-    p.add_argument(
-        "--masks",
-        nargs="+",
-        choices=MASK_KINDS,
-        default=list(MASK_KINDS),
-        metavar="KIND",
-        help="the mask kinds to check: none, right (right-padded), left "
-        "(left-padded), holes (masked steps anywhere), full_row (a row "
-        "entirely masked); default: all",
-    )
-    p.add_argument(
-        "--no-check",
-        action="store_true",
-        help="only print the report (versions, device, kernels)",
-    )
-    p.add_argument(
-        "--json",
-        metavar="PATH",
-        help="also write the report and the results to this JSON file",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the random weights and inputs (default 0)",
-    )
-    return parser
-
-
 def preflight(argv=None) -> None:
     """The command line's checks before keras is imported.
 
@@ -339,4 +205,6 @@ def preflight(argv=None) -> None:
     if argv[:1] != ["bench"] and asks.intersection(argv):
         # argparse prints the help or the version and exits; if it does
         # not (the word was an option's value), the command runs as usual.
-        build_parser().parse_args(argv)
+        from keras_lstm.tools import cli
+
+        cli.build_parser().parse_args(argv)

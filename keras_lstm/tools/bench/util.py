@@ -1,9 +1,10 @@
-"""What the benchmark (benchmark.py), its workloads (workloads.py) and the
-scripts in benchmarks/ share: shapes, timing, the device, the CPU's name and
-the fresh-process runner.
+"""What the benchmark (benchmark.py, steady.py), its workloads
+(workloads.py and the modules it names), doctor and the scripts in
+benchmarks/ share: shapes, timing, the device, the CPU's name and the
+fresh-process runner.
 
-Nothing here imports the rest of keras_lstm, so that benchmark.py and
-workloads.py both import from here and not from each other.
+Nothing here imports the rest of keras_lstm, so that every module of the
+benchmark imports from here and not from each other.
 """
 
 import functools
