@@ -77,6 +77,14 @@ class Cell(NamedTuple):
             and not self.recurrent_dropout
         )
 
+    def functions(self, tanh, sigmoid):
+        """(activation, recurrent_activation) as a kernel calls them: the
+        framework's own `tanh` and `sigmoid` for the standard ones."""
+        return (
+            self.activation or tanh,
+            self.recurrent_activation or sigmoid,
+        )
+
     @property
     def elementwise(self) -> bool:
         """Whether both activations are Keras's elementwise ones (or the

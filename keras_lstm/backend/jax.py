@@ -196,8 +196,7 @@ def _scan(
     cell,
     unroll,
 ):
-    activation = cell.activation or jnp.tanh
-    recurrent_activation = cell.recurrent_activation or jax.nn.sigmoid
+    activation, recurrent_activation = cell.functions(jnp.tanh, jax.nn.sigmoid)
 
     # The input projection runs inside the step, not hoisted out as one big
     # matmul: on XLA CPU the hoisted (timesteps, batch, 4u) intermediate

@@ -230,14 +230,6 @@ def _custom(cell) -> bool:
     return cell.activation is not None or cell.recurrent_activation is not None
 
 
-def _activations(cell):
-    """(activation, recurrent_activation) as the loop calls them."""
-    return (
-        cell.activation or tf.tanh,
-        cell.recurrent_activation or tf.sigmoid,
-    )
-
-
 def _loop(
     inputs,
     h0,
@@ -261,7 +253,7 @@ def _loop(
     `recurrent_mask` (no recurrent dropout)."""
     timesteps = tf.shape(inputs)[1]
     is_valid = _step_validity(valid, timesteps)
-    activation, recurrent_activation = _activations(cell)
+    activation, recurrent_activation = cell.functions(tf.tanh, tf.sigmoid)
     custom = _custom(cell)
     # The inference form always writes the outputs (stacked only with
     # `sequence`) and reads its steps from a list: the loop tf2onnx
@@ -350,7 +342,7 @@ def _gate_gradients(cell, gates, c_t, c_prev, d_h, d_c):
             axis=-1,
         )
         return d_z, d_c_t, f
-    activation, recurrent_activation = _activations(cell)
+    activation, recurrent_activation = cell.functions(tf.tanh, tf.sigmoid)
     z = tf.split(gates, 4, axis=-1)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([*z, c_t])
@@ -382,7 +374,7 @@ def _step_factors(cell, gates, cs, c0, width):
     through_c, f), where a step's d_z is d_c_t times by_d_c (gates i, f,
     g) and d_h times by_d_h (gate o), and d_c_t is d_c + d_h * through_c.
     """
-    activation, recurrent_activation = _activations(cell)
+    activation, recurrent_activation = cell.functions(tf.tanh, tf.sigmoid)
     units = width // 4
     zs, cs = (
         tf.raw_ops.TensorListStack(
@@ -840,7 +832,7 @@ def _unrolled(
     projection hoisted, and differentiated by TensorFlow: at 20 steps a
     train step took 0.7x the time of the graph loop, as Keras's own (bench
     `--workloads configs`). Returns (sequence, h, c)."""
-    activation, recurrent_activation = _activations(cell)
+    activation, recurrent_activation = cell.functions(tf.tanh, tf.sigmoid)
     projected = tf.unstack(tf.matmul(inputs, kernel) + bias, axis=1)
     h, c, outputs = h0, c0, []
     for t, z_x in enumerate(projected):

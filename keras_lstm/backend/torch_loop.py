@@ -23,13 +23,6 @@ import torch
 from keras_lstm.backend import torch_denormals as denormals
 
 
-def _activations(cell):
-    return (
-        cell.activation or torch.tanh,
-        cell.recurrent_activation or torch.sigmoid,
-    )
-
-
 def _forward(
     projected,
     h0,
@@ -47,7 +40,7 @@ def _forward(
     h at invalid steps) and c (with `saves`), time-major, else None; and
     the final states.
     """
-    activation, recurrent_activation = _activations(cell)
+    activation, recurrent_activation = cell.functions(torch.tanh, torch.sigmoid)
     units = h0.shape[-1]
     grouped = cell.elementwise
     h, c = h0, c0
@@ -173,7 +166,7 @@ def _backward(
     d_c,
 ):
     """`_Recurrence`'s gradients of projected, h0, c0, recurrent_kernel."""
-    activation, recurrent_activation = _activations(cell)
+    activation, recurrent_activation = cell.functions(torch.tanh, torch.sigmoid)
     steps, batch = projected.shape[:2]
     units = h0.shape[-1]
     h_prev = torch.cat([h0[None], hs[:-1]])
