@@ -230,3 +230,77 @@ def test_onnx_export_runs_the_lstm_op_and_matches(tmp_path, configuration):
     assert ops[BACKEND] in op_types
     for actual, wanted in zip(_run_onnx(path, *inputs), expected, strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+def _tflite(model, quantize=False):
+    """The model converted by TFLite's converter (its flatbuffer), its
+    interpreter, and a function that runs it there."""
+    import tensorflow as tf
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow's own, deprecated but in TF 2.21
+        Interpreter = tf.lite.Interpreter
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    flatbuffer = converter.convert()
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    (given,), (taken,) = (
+        interpreter.get_input_details(),
+        interpreter.get_output_details(),
+    )
+
+    def run(x):
+        interpreter.set_tensor(given["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(taken["index"])
+
+    return flatbuffer, interpreter, run
+
+
+# Batch 1 and a fixed length, as TFLite serves: the layer's loop becomes
+# one WHILE op (benchmarks/tflite_latency.py times it against
+# keras.layers.LSTM's).
+_TFLITE_CONFIGURATIONS = {
+    "last_output": {},
+    "sequences_go_backwards": {"return_sequences": True, "go_backwards": True},
+    "masked": {"masked": True},
+}
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite: TensorFlow")
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+@pytest.mark.parametrize("configuration", sorted(_TFLITE_CONFIGURATIONS))
+def test_tflite_converts_and_matches(configuration):
+    options = dict(_TFLITE_CONFIGURATIONS[configuration])
+    inputs = keras.Input((6, 3), batch_size=1)
+    x = keras.layers.Masking()(inputs) if options.pop("masked", 0) else inputs
+    model = keras.Model(inputs, keras_lstm.LSTM(4, **options)(x))
+    x = np.random.default_rng(2).normal(size=(1, 6, 3)).astype("float32")
+    x[:, 4:] = 0.0  # masked, where the Masking layer is
+    _, interpreter, run = _tflite(model)
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "WHILE" in ops, ops
+    np.testing.assert_allclose(
+        run(x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite: TensorFlow")
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_tflite_dynamic_range_quantization_converts_and_runs():
+    # Weights of 1,024 elements or more are stored as int8 (the converter
+    # leaves smaller ones in float): the file shrinks to about a quarter.
+    model = keras.Sequential(
+        [keras.Input((10, 32), batch_size=1), keras_lstm.LSTM(64)]
+    )
+    x = np.random.default_rng(3).normal(size=(1, 10, 32)).astype("float32")
+    floats = 4 * sum(w.size for w in model.get_weights())
+    flatbuffer, _, run = _tflite(model, quantize=True)
+    assert len(flatbuffer) < floats / 2
+    np.testing.assert_allclose(
+        run(x), model.predict(x, verbose=0), rtol=0, atol=0.05
+    )
