@@ -668,8 +668,11 @@ class LSTM(keras.layers.Layer):
         if mask is not None:
             last = mask[:, -1:] if self.zero_output_for_mask else mask
             return ops.where(ops.any(last, axis=1, keepdims=True), h, 0)
-        if isinstance(timesteps, int):
-            return h if timesteps else ops.zeros_like(h)
+        if not ops.is_tensor(timesteps):
+            # An int, or one symbolic while tracing (torch.export's SymInt
+            # for a dynamic time axis, which assumes at least 2 steps):
+            # decided here, never a tensor of a Python object.
+            return h if timesteps > 0 else ops.zeros_like(h)
         return ops.where(timesteps > 0, h, 0)
 
     def _finish(self, sequence, h, c, mask, seen, timesteps):

@@ -91,6 +91,39 @@ def test_torch_export_keeps_torch_lstm_op_and_matches():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch export")
+def test_torch_export_with_a_dynamic_time_axis():
+    # aten.lstm fixes the length to the traced one under torch.export (its
+    # shapes come from a decomposition that loops over the steps; so does
+    # torch.nn.LSTM's): with a dynamic time axis the exportable form runs
+    # as keras_lstm's own op, torch's LSTM op inside. Masks with holes
+    # included.
+    import torch
+
+    inputs = keras.Input((None, 3))
+    masked = keras.layers.Masking()(inputs)
+    seq = keras_lstm.LSTM(4, return_sequences=True, go_backwards=True)(masked)
+    model = keras.Model(inputs, keras_lstm.LSTM(3)(seq))
+    x = np.random.default_rng(4).normal(size=(2, 5, 3)).astype("float32")
+    x[1, 3:] = 0.0
+    model(x)
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("time")}
+    program = torch.export.export(
+        model, (torch.from_numpy(x),), dynamic_shapes=((dims,),)
+    )
+    targets = [str(n.target) for n in program.graph.nodes]
+    assert targets.count("keras_lstm.lstm.default") == 2, targets
+    x = np.random.default_rng(5).normal(size=(3, 9, 3)).astype("float32")
+    x[1, 6:] = 0.0
+    x[2, :2] = 0.0
+    np.testing.assert_allclose(
+        program.module()(torch.from_numpy(x)).detach().numpy(),
+        keras.ops.convert_to_numpy(model(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch export")
 def test_exporting_reports_the_export_form(monkeypatch):
     # torch.export and torch.jit.trace (torch.onnx) run the kernel's
     # exportable form; torch.compile keeps the fused op, outside the

@@ -77,7 +77,9 @@ def notes(inputs, units, cell=STANDARD) -> tuple[str, ...]:
         if inputs.device.type == "cuda"
         else "this CPU has no fast path for it",
     )
-    if _flushes_denormals(inputs, units):
+    # (Not asked while exporting: the exportable form never flushes, and
+    # the question would bound a dynamic time axis under torch.export.)
+    if not torch_export.exporting() and _flushes_denormals(inputs, units):
         notes += (
             "denormal floats are flushed to zero in the forward and "
             "backward passes of the fused op, as XLA does on CPU (each "
