@@ -303,7 +303,9 @@ class LSTM(keras.layers.Layer):
         return shape[0], shape[1], shape[2]
 
     def build(self, inputs_shape):
-        batch, _, features = self._split_shape(tuple(inputs_shape))
+        batch, timesteps, features = self._split_shape(tuple(inputs_shape))
+        # A model with a dynamic time axis exports it dynamic (see `_loop`).
+        self._any_length = timesteps is None
         if features is None:
             raise ValueError(
                 "Invalid `inputs` for LSTM: the feature size (last axis) must "
@@ -544,6 +546,15 @@ class LSTM(keras.layers.Layer):
             return empty, h0, c0
         chosen = dispatch.plan(self, x, training)
         if chosen.reasons:
+            refusal = getattr(kernels, "export_refusal", None)
+            reason = refusal and refusal(dispatch.cell(self, training))
+            if reason and getattr(self, "_any_length", False):
+                raise ValueError(
+                    f"{type(self).__name__} layer '{self.name}' cannot be "
+                    f"exported with a dynamic time axis: {reason}. Give "
+                    "keras.Input a fixed number of timesteps to export it "
+                    "for that length."
+                )
             return lstm_ops.lstm(
                 x,
                 h0,

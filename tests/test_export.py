@@ -227,6 +227,11 @@ _CONFIGURATIONS = {
         lambda: _sequential(keras_lstm.Bidirectional(keras_lstm.LSTM(4))),
         {"tensorflow": "LSTM", "torch": "LSTM", "jax": "Loop"},
     ),
+    # Recurrent dropout is off in inference: the standard step exports.
+    "recurrent_dropout": (
+        lambda: _sequential(keras_lstm.LSTM(4, recurrent_dropout=0.5)),
+        {"tensorflow": "LSTM", "torch": "LSTM", "jax": "Loop"},
+    ),
     # A mask that is not right-padded in the data: the loop selects per
     # step (TensorFlow), or the valid steps move to the front first.
     "masked": (
@@ -263,6 +268,36 @@ def test_onnx_export_runs_the_lstm_op_and_matches(tmp_path, configuration):
     assert ops[BACKEND] in op_types
     for actual, wanted in zip(_run_onnx(path, *inputs), expected, strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+@needs_onnx
+@pytest.mark.parametrize("timesteps", [None, 6])
+def test_onnx_export_of_another_activation(tmp_path, timesteps):
+    # hard_sigmoid: a loop on TensorFlow and JAX (tf2onnx does not map
+    # Keras's hard_sigmoid onto ONNX's). On torch the keras.ops loop runs,
+    # which the TorchScript exporter unrolls for the traced length: with a
+    # dynamic time axis the export is refused, naming the layer, rather
+    # than written as a file that fails at other lengths.
+    import onnx
+
+    layer = keras_lstm.LSTM(4, recurrent_activation="hard_sigmoid")
+    model = keras.Sequential([keras.Input((timesteps, 3)), layer])
+    x = np.random.default_rng(6).normal(size=(2, 6, 3)).astype("float32")
+    model(x)
+    path = str(tmp_path / "model.onnx")
+    if BACKEND == "torch" and timesteps is None:
+        with pytest.raises(ValueError, match=f"'{layer.name}' cannot be exp"):
+            model.export(path, format="onnx", verbose=False)
+        return
+    model.export(path, format="onnx", verbose=False)
+    if BACKEND != "torch":
+        assert "Loop" in {n.op_type for n in onnx.load(path).graph.node}
+    np.testing.assert_allclose(
+        _run_onnx(path, x)[0],
+        model.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def _tflite(model, quantize=False):

@@ -169,6 +169,22 @@ def takes_mask(inputs, cell=STANDARD) -> bool:
     return not cell.standard
 
 
+def export_refusal(cell) -> str | None:
+    """Why torch.jit.trace (torch.onnx's TorchScript exporter, which Keras
+    uses for dynamic axes) cannot export this step for any length, or
+    None: a step torch's LSTM op does not compute runs the keras.ops loop,
+    which a trace unrolls for the traced length alone, and the file would
+    fail at any other."""
+    if cell.standard or not torch.jit.is_tracing():
+        return None
+    return (
+        f"this step ({cell.describe()}) has no exportable fused form on "
+        "torch (torch's LSTM op computes tanh and sigmoid without recurrent "
+        "dropout), and the loop that runs it instead is traced for one "
+        "length only"
+    )
+
+
 def unsupported(inputs, cell=STANDARD) -> tuple[str, ...]:
     reasons = []
     if torch.jit.is_scripting():
