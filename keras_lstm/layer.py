@@ -303,7 +303,9 @@ class LSTM(keras.layers.Layer):
         return shape[0], shape[1], shape[2]
 
     def build(self, inputs_shape):
-        batch, _, features = self._split_shape(tuple(inputs_shape))
+        batch, timesteps, features = self._split_shape(tuple(inputs_shape))
+        # A model with a dynamic time axis exports it dynamic (see `_loop`).
+        self._any_length = timesteps is None
         if features is None:
             raise ValueError(
                 "Invalid `inputs` for LSTM: the feature size (last axis) must "
@@ -544,6 +546,15 @@ class LSTM(keras.layers.Layer):
             return empty, h0, c0
         chosen = dispatch.plan(self, x, training)
         if chosen.reasons:
+            refusal = getattr(kernels, "export_refusal", None)
+            reason = refusal and refusal(dispatch.cell(self, training))
+            if reason and getattr(self, "_any_length", False):
+                raise ValueError(
+                    f"{type(self).__name__} layer '{self.name}' cannot be "
+                    f"exported with a dynamic time axis: {reason}. Give "
+                    "keras.Input a fixed number of timesteps to export it "
+                    "for that length."
+                )
             return lstm_ops.lstm(
                 x,
                 h0,
@@ -668,8 +679,11 @@ class LSTM(keras.layers.Layer):
         if mask is not None:
             last = mask[:, -1:] if self.zero_output_for_mask else mask
             return ops.where(ops.any(last, axis=1, keepdims=True), h, 0)
-        if isinstance(timesteps, int):
-            return h if timesteps else ops.zeros_like(h)
+        if not ops.is_tensor(timesteps):
+            # An int, or one symbolic while tracing (torch.export's SymInt
+            # for a dynamic time axis, which assumes at least 2 steps):
+            # decided here, never a tensor of a Python object.
+            return h if timesteps > 0 else ops.zeros_like(h)
         return ops.where(timesteps > 0, h, 0)
 
     def _finish(self, sequence, h, c, mask, seen, timesteps):

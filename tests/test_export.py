@@ -91,6 +91,39 @@ def test_torch_export_keeps_torch_lstm_op_and_matches():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch export")
+def test_torch_export_with_a_dynamic_time_axis():
+    # aten.lstm fixes the length to the traced one under torch.export (its
+    # shapes come from a decomposition that loops over the steps; so does
+    # torch.nn.LSTM's): with a dynamic time axis the exportable form runs
+    # as keras_lstm's own op, torch's LSTM op inside. Masks with holes
+    # included.
+    import torch
+
+    inputs = keras.Input((None, 3))
+    masked = keras.layers.Masking()(inputs)
+    seq = keras_lstm.LSTM(4, return_sequences=True, go_backwards=True)(masked)
+    model = keras.Model(inputs, keras_lstm.LSTM(3)(seq))
+    x = np.random.default_rng(4).normal(size=(2, 5, 3)).astype("float32")
+    x[1, 3:] = 0.0
+    model(x)
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("time")}
+    program = torch.export.export(
+        model, (torch.from_numpy(x),), dynamic_shapes=((dims,),)
+    )
+    targets = [str(n.target) for n in program.graph.nodes]
+    assert targets.count("keras_lstm.lstm.default") == 2, targets
+    x = np.random.default_rng(5).normal(size=(3, 9, 3)).astype("float32")
+    x[1, 6:] = 0.0
+    x[2, :2] = 0.0
+    np.testing.assert_allclose(
+        program.module()(torch.from_numpy(x)).detach().numpy(),
+        keras.ops.convert_to_numpy(model(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch export")
 def test_exporting_reports_the_export_form(monkeypatch):
     # torch.export and torch.jit.trace (torch.onnx) run the kernel's
     # exportable form; torch.compile keeps the fused op, outside the
@@ -194,6 +227,11 @@ _CONFIGURATIONS = {
         lambda: _sequential(keras_lstm.Bidirectional(keras_lstm.LSTM(4))),
         {"tensorflow": "LSTM", "torch": "LSTM", "jax": "Loop"},
     ),
+    # Recurrent dropout is off in inference: the standard step exports.
+    "recurrent_dropout": (
+        lambda: _sequential(keras_lstm.LSTM(4, recurrent_dropout=0.5)),
+        {"tensorflow": "LSTM", "torch": "LSTM", "jax": "Loop"},
+    ),
     # A mask that is not right-padded in the data: the loop selects per
     # step (TensorFlow), or the valid steps move to the front first.
     "masked": (
@@ -230,3 +268,107 @@ def test_onnx_export_runs_the_lstm_op_and_matches(tmp_path, configuration):
     assert ops[BACKEND] in op_types
     for actual, wanted in zip(_run_onnx(path, *inputs), expected, strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+@needs_onnx
+@pytest.mark.parametrize("timesteps", [None, 6])
+def test_onnx_export_of_another_activation(tmp_path, timesteps):
+    # hard_sigmoid: a loop on TensorFlow and JAX (tf2onnx does not map
+    # Keras's hard_sigmoid onto ONNX's). On torch the keras.ops loop runs,
+    # which the TorchScript exporter unrolls for the traced length: with a
+    # dynamic time axis the export is refused, naming the layer, rather
+    # than written as a file that fails at other lengths.
+    import onnx
+
+    layer = keras_lstm.LSTM(4, recurrent_activation="hard_sigmoid")
+    model = keras.Sequential([keras.Input((timesteps, 3)), layer])
+    x = np.random.default_rng(6).normal(size=(2, 6, 3)).astype("float32")
+    model(x)
+    path = str(tmp_path / "model.onnx")
+    if BACKEND == "torch" and timesteps is None:
+        with pytest.raises(ValueError, match=f"'{layer.name}' cannot be exp"):
+            model.export(path, format="onnx", verbose=False)
+        return
+    model.export(path, format="onnx", verbose=False)
+    if BACKEND != "torch":
+        assert "Loop" in {n.op_type for n in onnx.load(path).graph.node}
+    np.testing.assert_allclose(
+        _run_onnx(path, x)[0],
+        model.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def _tflite(model, quantize=False):
+    """The model converted by TFLite's converter (its flatbuffer), its
+    interpreter, and a function that runs it there."""
+    import tensorflow as tf
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow's own, deprecated but in TF 2.21
+        Interpreter = tf.lite.Interpreter
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    flatbuffer = converter.convert()
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    (given,), (taken,) = (
+        interpreter.get_input_details(),
+        interpreter.get_output_details(),
+    )
+
+    def run(x):
+        interpreter.set_tensor(given["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(taken["index"])
+
+    return flatbuffer, interpreter, run
+
+
+# Batch 1 and a fixed length, as TFLite serves: the layer's loop becomes
+# one WHILE op (benchmarks/tflite_latency.py times it against
+# keras.layers.LSTM's).
+_TFLITE_CONFIGURATIONS = {
+    "last_output": {},
+    "sequences_go_backwards": {"return_sequences": True, "go_backwards": True},
+    "masked": {"masked": True},
+}
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite: TensorFlow")
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+@pytest.mark.parametrize("configuration", sorted(_TFLITE_CONFIGURATIONS))
+def test_tflite_converts_and_matches(configuration):
+    options = dict(_TFLITE_CONFIGURATIONS[configuration])
+    inputs = keras.Input((6, 3), batch_size=1)
+    x = keras.layers.Masking()(inputs) if options.pop("masked", 0) else inputs
+    model = keras.Model(inputs, keras_lstm.LSTM(4, **options)(x))
+    x = np.random.default_rng(2).normal(size=(1, 6, 3)).astype("float32")
+    x[:, 4:] = 0.0  # masked, where the Masking layer is
+    _, interpreter, run = _tflite(model)
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "WHILE" in ops, ops
+    np.testing.assert_allclose(
+        run(x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite: TensorFlow")
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_tflite_dynamic_range_quantization_converts_and_runs():
+    # Weights of 1,024 elements or more are stored as int8 (the converter
+    # leaves smaller ones in float): the file shrinks to about a quarter.
+    model = keras.Sequential(
+        [keras.Input((10, 32), batch_size=1), keras_lstm.LSTM(64)]
+    )
+    x = np.random.default_rng(3).normal(size=(1, 10, 32)).astype("float32")
+    floats = 4 * sum(w.size for w in model.get_weights())
+    flatbuffer, _, run = _tflite(model, quantize=True)
+    assert len(flatbuffer) < floats / 2
+    np.testing.assert_allclose(
+        run(x), model.predict(x, verbose=0), rtol=0, atol=0.05
+    )

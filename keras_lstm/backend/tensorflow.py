@@ -257,10 +257,28 @@ def _loop(
     custom = _custom(cell)
     # The inference form always writes the outputs (stacked only with
     # `sequence`) and reads its steps from a list: the loop tf2onnx
-    # rewrites as ONNX's LSTM op (docs/export.md).
+    # rewrites as ONNX's LSTM op (docs/export.md). Without `sequence` the
+    # outputs list holds one step, overwritten every step, as Keras's loop
+    # keeps it without return_sequences: TFLite's converter lowers each
+    # write to a list of every step as a copy of the list (twice as slow
+    # for 100 steps). Each list's element shape is (batch, width) from the
+    # run-time batch size: TFLite's converter lowers only lists whose
+    # element shape folds to a constant, and the form is traced for any
+    # batch size.
     kept = 3 if saves else 1
+    batch = tf.shape(h0)[0]
+    units = h0.shape[-1]
+    length = timesteps if sequence or saves else 1
     outputs = [
-        tf.TensorArray(inputs.dtype, size=timesteps) for _ in range(kept)
+        tf.TensorArray(
+            inputs.dtype,
+            flow=tf.raw_ops.TensorListReserve(
+                element_shape=tf.stack([batch, width]),
+                num_elements=length,
+                element_dtype=inputs.dtype,
+            ),
+        )
+        for width in (units, units, 4 * units)[:kept]
     ]
     steps = None if saves else _time_major_list(inputs, timesteps)
 
@@ -287,8 +305,10 @@ def _loop(
             c_new = tf.where(step_valid, c_new, c)
         gates = z if custom else tf.concat([i, f, g, o], axis=-1)
         values = (h_new, c_new, gates)
+        index = t if sequence or saves else 0
         written = [
-            a.write(t, v) for a, v in zip(outputs, values[:kept], strict=True)
+            a.write(index, v)
+            for a, v in zip(outputs, values[:kept], strict=True)
         ]
         return (t + 1, h_new, c_new, *written)
 

@@ -77,7 +77,9 @@ def notes(inputs, units, cell=STANDARD) -> tuple[str, ...]:
         if inputs.device.type == "cuda"
         else "this CPU has no fast path for it",
     )
-    if _flushes_denormals(inputs, units):
+    # (Not asked while exporting: the exportable form never flushes, and
+    # the question would bound a dynamic time axis under torch.export.)
+    if not torch_export.exporting() and _flushes_denormals(inputs, units):
         notes += (
             "denormal floats are flushed to zero in the forward and "
             "backward passes of the fused op, as XLA does on CPU (each "
@@ -165,6 +167,22 @@ def takes_mask(inputs, cell=STANDARD) -> bool:
     """torch's op takes lengths (through the padding feature); the torch
     loop selects per step from a mask as cheaply as from lengths."""
     return not cell.standard
+
+
+def export_refusal(cell) -> str | None:
+    """Why torch.jit.trace (torch.onnx's TorchScript exporter, which Keras
+    uses for dynamic axes) cannot export this step for any length, or
+    None: a step torch's LSTM op does not compute runs the keras.ops loop,
+    which a trace unrolls for the traced length alone, and the file would
+    fail at any other."""
+    if cell.standard or not torch.jit.is_tracing():
+        return None
+    return (
+        f"this step ({cell.describe()}) has no exportable fused form on "
+        "torch (torch's LSTM op computes tanh and sigmoid without recurrent "
+        "dropout), and the loop that runs it instead is traced for one "
+        "length only"
+    )
 
 
 def unsupported(inputs, cell=STANDARD) -> tuple[str, ...]:

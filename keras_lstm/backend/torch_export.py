@@ -52,7 +52,39 @@ def _weights(kernel, recurrent_kernel, bias, padding_feature):
     return [w_ih, recurrent_kernel.T, bias, torch.zeros_like(bias)]
 
 
+@torch.library.custom_op("keras_lstm::lstm", mutates_args=())
+def _lstm_any_length(
+    inputs: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    weights: list[torch.Tensor],
+    bidirectional: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch's LSTM op for torch.export with a dynamic time axis: aten's
+    LSTM computes its output shapes through its decomposition, a Python
+    loop over the steps, which fixes the length to the traced one (so
+    torch.nn.LSTM does too, torch 2.13); this op gives them directly."""
+    return _aten(inputs, h0, c0, weights, bidirectional)
+
+
+@_lstm_any_length.register_fake
+def _(inputs, h0, c0, weights, bidirectional):
+    batch, steps = inputs.shape[:2]
+    directions, units = h0.shape[0], h0.shape[-1]
+    return (
+        inputs.new_empty((batch, steps, directions * units)),
+        h0.new_empty(h0.shape),
+        c0.new_empty(c0.shape),
+    )
+
+
 def _op(inputs, h0, c0, weights, bidirectional):
+    if isinstance(inputs.shape[1], torch.SymInt):
+        return _lstm_any_length(inputs, h0, c0, weights, bidirectional)
+    return _aten(inputs, h0, c0, weights, bidirectional)
+
+
+def _aten(inputs, h0, c0, weights, bidirectional):
     return torch.lstm(
         inputs,
         (h0, c0),
