@@ -1,10 +1,11 @@
 """The keras.ops path's loop forms against keras.layers.LSTM's own loop.
 
-Why `keras_lstm/ops.py` projects each step's input inside the scan under
-XLA (JAX), writes the loop out over `ops.unstack` with the projection
-hoisted on torch and on TensorFlow (static lengths up to 128 steps), and
-passes `unroll=32` (parallel_iterations) to the scan on TensorFlow for
-longer or unknown lengths. Each form below is a copy of the path with
+Why `keras_lstm/ops.py` writes the loop out over `ops.unstack` on torch
+(the projection hoisted) and on TensorFlow (static lengths up to 128
+steps, each step projecting its own input), projects each step's input
+inside the scan under XLA (JAX), and passes `unroll=32`
+(parallel_iterations) to the scan on TensorFlow for longer or unknown
+lengths. Each form below is a copy of the path with
 one choice changed; all are timed against `keras.layers.LSTM(
 use_cudnn=False)` in one process, predict and train step of an LSTM +
 Dense(1) model, at the small and main benchmark shapes. Prints
@@ -84,6 +85,7 @@ FORMS = {
 if keras.backend.backend() == "tensorflow":
     FORMS["per-step scan, unroll=32"] = _form(False, False, 32)
     FORMS["hoisted scan, unroll=32"] = _form(True, False, 32)
+    FORMS["per-step loop"] = _form(False, True, 1)
 
 
 def _time_shape(shape_name, repeats):

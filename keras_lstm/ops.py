@@ -60,23 +60,25 @@ def lstm(
     # static length up to _WRITTEN_OUT steps: keras.ops.scan passes its
     # state through TensorArrays every step, and the written-out graph
     # was 1.1-1.25x faster than keras.layers.LSTM's loop where the scan
-    # was 0.8-1.0x. Under XLA (JAX) each step projects its own input: the
-    # hoisted (timesteps, batch, 4 * units) intermediate made predict up
-    # to 1.9x slower. benchmarks/probe_ops_path.py measures the variants.
+    # was 0.8-1.0x. Elsewhere (TensorFlow, JAX) each step projects its
+    # own input: the hoisted (timesteps, batch, 4 * units) intermediate
+    # made predict up to 1.9x slower under XLA, and 1.2x in TensorFlow's
+    # written-out graph. benchmarks/probe_ops_path.py times the variants.
     backend = keras.backend.backend()
     steps = inputs.shape[1]
-    eager_loop = backend == "torch" or (
+    hoist = backend == "torch"
+    written_out = hoist or (
         backend == "tensorflow" and steps is not None and steps <= _WRITTEN_OUT
     )
     x = ops.transpose(inputs, (1, 0, 2))
-    if eager_loop:
+    if hoist:
         x = _project(x, kernel, bias)
     keep = None
     if mask is not None:
         keep = ops.expand_dims(ops.transpose(mask, (1, 0)), -1)
 
     def step(h, c, x_t, keep_t):
-        if not eager_loop:
+        if not hoist:
             x_t = _project(x_t, kernel, bias)
         h_rec = (
             h if recurrent_dropout_mask is None else h * recurrent_dropout_mask
@@ -93,7 +95,7 @@ def lstm(
             c_new = ops.where(keep_t, c_new, c)
         return h_new, c_new
 
-    if unroll or eager_loop:
+    if unroll or written_out:
         h, c, outputs = h0, c0, []
         keeps = [None] * x.shape[0] if keep is None else ops.unstack(keep)
         for x_t, keep_t in zip(ops.unstack(x), keeps, strict=True):
