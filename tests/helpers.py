@@ -133,3 +133,26 @@ def call_layer(layer, x, initial_state=None, mask=None, training=None):
     if training is not None:
         kwargs["training"] = training
     return layer(tensor(x), **kwargs)
+
+
+def keras_fits_numpy_per_process():
+    """Whether Keras's `fit` takes each process's NumPy rows under a
+    multi-process JAX distribution (`distribution.auto_shard_dataset =
+    False`): Keras 3.10 takes only a tf.data.Dataset there."""
+    import inspect
+
+    from keras.src.trainers import data_adapters
+
+    source = inspect.getsource(data_adapters.get_data_adapter)
+    return "auto_shard_dataset" in source
+
+
+def keras_keeps_symbolic_sizes():
+    """Whether Keras keeps a size torch.export traces symbolically (a
+    dynamic batch) symbolic: Keras 3.10's standardize_shape calls int() on
+    every size, which fixes it to the traced one."""
+    import inspect
+
+    from keras.src.backend.common import variables
+
+    return "SymInt" in inspect.getsource(variables.standardize_shape)

@@ -18,6 +18,7 @@ import pytest
 
 import keras_lstm
 from keras_lstm import convert, dispatch
+from tests import helpers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -53,14 +54,18 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
             compile(code, f"{page.name}, Python block {i + 1}", "exec"),
             namespace,
         )
-    # A page whose blocks were all skipped has tested nothing.
-    assert len(blocks) > sum(
+    # A page whose blocks were all skipped has tested nothing: a skip, not a
+    # pass (export.md's blocks need onnxruntime, which only the three
+    # backend envs install).
+    skipped = sum(
         1
         for code in blocks
         if any(
             importlib.util.find_spec(m) is None for m in REQUIRES.findall(code)
         )
     )
+    if skipped == len(blocks):
+        pytest.skip(f"every Python block of {page.name} needs a module missing")
 
 
 DOCUMENTED = [
@@ -134,6 +139,11 @@ def test_distribution_recipe_runs(tmp_path):
     import time
 
     backend = keras.backend.backend()
+    if backend == "jax" and not helpers.keras_fits_numpy_per_process():
+        pytest.skip(
+            f"Keras {keras.version()} fits only a tf.data.Dataset under a "
+            "multi-process distribution (no auto_shard_dataset)"
+        )
     script, name, launch = _recipes()[backend]
     (tmp_path / name).write_text(script)
     ports = {}

@@ -425,6 +425,15 @@ def test_torch_distributed_data_parallel(tmp_path):
 
 def test_jax_distributed_data_parallel(tmp_path):
     _require("jax")
+    import keras
+
+    from tests import helpers
+
+    if not helpers.keras_fits_numpy_per_process():
+        pytest.skip(
+            f"Keras {keras.version()} fits only a tf.data.Dataset under a "
+            "multi-process distribution (no auto_shard_dataset)"
+        )
     (port,) = _free_ports(1)
     env = _env("jax", JAX_PLATFORMS="cpu")
     _launch(
