@@ -203,6 +203,9 @@ def _explained(model, x):
     return names
 
 
+_KEPT = []
+
+
 def _torch_worker():
     import torch
     import torch.distributed as dist
@@ -218,6 +221,9 @@ def _torch_worker():
         _torch_train(model, ddp, x, y)
     dist.barrier()
     dist.destroy_process_group()
+    # Kept until the process leaves with os._exit (`_worker`): freeing it
+    # can hang torch 2.13's gloo (docs/distribution.md).
+    _KEPT.append(ddp)
     return rank, {"plain": model}, kernels, _explained(model, x)
 
 
@@ -294,6 +300,11 @@ def _worker(backend, out, *args):
             for i, s in enumerate(_stateful_states(model)):
                 arrays[f"{kind}_state_{i}"] = s
     np.savez(pathlib.Path(out) / f"rank{rank}.npz", **arrays)
+    if backend == "torch":
+        # As docs/distribution.md's recipe leaves: torch 2.13's gloo can
+        # hang while DistributedDataParallel is freed.
+        sys.stdout.flush()
+        os._exit(0)
 
 
 # ---------------------------------------------------------------------------
