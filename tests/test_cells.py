@@ -305,3 +305,29 @@ def test_torch_loop_second_order_gradients(monkeypatch):
     for g, w in zip(got, penalty_gradient(False), strict=True):
         assert torch.any(w != 0)
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch loop")
+@pytest.mark.parametrize(
+    "kwargs, mask_kind, with_state, go_backwards",
+    [
+        ({"recurrent_dropout": 0.5}, "holes", True, False),
+        ({"recurrent_activation": "hard_sigmoid"}, "right", True, True),
+    ],
+    ids=["recurrent_dropout-holes-state", "hard_sigmoid-right-state-bwd"],
+)
+def test_torch_loop_backward_in_chunks_matches(
+    monkeypatch, kwargs, mask_kind, with_state, go_backwards
+):
+    """The torch loop's backward pass in chunks of steps (as it runs a
+    long sequence): the same numbers as in one chunk and the oracle."""
+    import torch
+
+    from keras_lstm.backend import torch_loop
+
+    monkeypatch.setattr(torch_loop, "_CHUNK_BYTES", 1)
+    assert torch_loop._chunk_steps(helpers.TIMESTEPS, 1, 1, torch.float32) == 4
+    assert helpers.TIMESTEPS % 4 != 0  # a short last chunk too
+    test_every_step_runs_a_kernel_and_matches(
+        monkeypatch, kwargs, mask_kind, with_state, go_backwards
+    )

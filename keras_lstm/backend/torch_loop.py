@@ -151,6 +151,24 @@ def _differentiated(inputs, valid, mask, cell, d_hs, d_h, d_c):
     return tuple(next(found) if t.requires_grad else None for t in inputs)
 
 
+# The backward pass computes what does not depend on the gradient flowing
+# back (the gates, the activations' derivatives and their products) for a
+# chunk of steps at once: for a whole long sequence these temporaries went
+# to memory and back a dozen times. A sequence whose factors fit in
+# _CHUNK_BYTES takes one chunk (a chunk's own ops cost more than they save
+# on a short one); a longer one takes chunks of about that size, 4 to 16
+# steps (benchmarks/probe_torch_loop.py).
+_CHUNK_BYTES = 4 * 2**20
+
+
+def _chunk_steps(steps, batch, units, dtype):
+    """How many steps one chunk of the backward pass takes."""
+    step_bytes = max(batch, 1) * 4 * units * (torch.finfo(dtype).bits // 8)
+    if steps * step_bytes <= _CHUNK_BYTES:
+        return max(steps, 1)
+    return min(16, max(4, _CHUNK_BYTES // step_bytes))
+
+
 def _backward(
     projected,
     h0,
@@ -166,24 +184,56 @@ def _backward(
     d_c,
 ):
     """`_Recurrence`'s gradients of projected, h0, c0, recurrent_kernel."""
-    activation, recurrent_activation = cell.functions(torch.tanh, torch.sigmoid)
     steps, batch = projected.shape[:2]
     units = h0.shape[-1]
     h_prev = torch.cat([h0[None], hs[:-1]])
     if mask is not None:
         h_prev = h_prev * mask
-    # Every step's pre-activations at once: one matmul, instead of keeping
-    # them from the forward pass next to the projected inputs.
-    zs = projected + (h_prev.reshape(-1, units) @ recurrent_kernel).view(
-        steps, batch, -1
+    c_prev = torch.cat([c0[None], cs[:-1]])
+    d_zs = torch.empty(
+        projected.shape, dtype=projected.dtype, device=projected.device
     )
-    # Everything that does not depend on the gradient flowing back, for
-    # all steps at once: the gates, the activations' derivatives and
-    # their products.
+    chunk = _chunk_steps(steps, batch, units, projected.dtype)
+    for end in range(steps, 0, -chunk):
+        start = max(0, end - chunk)
+        factors = _step_factors(
+            cell,
+            projected[start:end],
+            h_prev[start:end],
+            c_prev[start:end],
+            cs[start:end],
+            recurrent_kernel,
+        )
+        d_h, d_c = _backward_steps(
+            factors,
+            recurrent_kernel,
+            valid if valid is None else valid[start:end],
+            mask,
+            d_hs if d_hs is None else d_hs[start:end],
+            d_h,
+            d_c,
+            d_zs[start:end],
+        )
+    d_recurrent = h_prev.reshape(-1, units).T @ d_zs.view(-1, 4 * units)
+    return d_zs, d_h, d_c, d_recurrent
+
+
+def _step_factors(cell, projected, h_prev, c_prev, cs, recurrent_kernel):
+    """What the backward steps multiply the gradients by, for a chunk of
+    steps at once: (by_d_c, by_d_h, through_c, f), see `_backward_steps`."""
+    activation, recurrent_activation = cell.functions(torch.tanh, torch.sigmoid)
+    steps, batch = projected.shape[:2]
+    units = h_prev.shape[-1]
+    # The chunk's pre-activations at once: one matmul, instead of keeping
+    # them from the forward pass next to the projected inputs.
+    zs = torch.addmm(
+        projected.reshape(-1, 4 * units),
+        h_prev.reshape(-1, units),
+        recurrent_kernel,
+    ).view(steps, batch, -1)
     gates, d_gates = _with_derivative(recurrent_activation, zs)
     g, d_g = _with_derivative(activation, zs[..., 2 * units : 3 * units])
     act_c, d_act_c = _with_derivative(activation, cs)
-    c_prev = torch.cat([c0[None], cs[:-1]])
     # d_z of i, f and g is d_c_t times these; of o, d_h times the last.
     by_d_c = torch.cat(
         [
@@ -195,10 +245,17 @@ def _backward(
     )
     by_d_h = act_c * d_gates[..., 3 * units :]
     through_c = gates[..., 3 * units :] * d_act_c
-    f = gates[..., units : 2 * units]
-    del gates, d_gates, g, d_g, act_c, d_act_c, c_prev
+    return by_d_c, by_d_h, through_c, gates[..., units : 2 * units]
 
-    d_zs = torch.empty(zs.shape, dtype=zs.dtype, device=zs.device)
+
+def _backward_steps(
+    factors, recurrent_kernel, valid, mask, d_hs, d_h, d_c, d_zs
+):
+    """The steps of a chunk, last first: writes each step's d_z into
+    `d_zs` and returns the gradients of the chunk's first states."""
+    by_d_c, by_d_h, through_c, f = factors
+    steps, batch = by_d_h.shape[:2]
+    units = d_h.shape[-1]
     recurrent_t = recurrent_kernel.T
     for t in range(steps - 1, -1, -1):
         if d_hs is not None:
@@ -223,8 +280,7 @@ def _backward(
         else:
             d_h = torch.where(valid[t], d_h_prev, d_h)
             d_c = torch.where(valid[t], d_c_prev, d_c)
-    d_recurrent = h_prev.reshape(-1, units).T @ d_zs.view(-1, 4 * units)
-    return d_zs, d_h, d_c, d_recurrent
+    return d_h, d_c
 
 
 def lstm(
