@@ -41,7 +41,7 @@ def main():
     recurrent = torch.randn(units, 4 * units) * 0.05
     h0, c0 = torch.zeros(batch, units), torch.zeros(batch, units)
     mask = (torch.rand(batch, units) > 0.25).float() / 0.75
-    hs, cs, _, _ = torch_loop._forward(
+    hs, cs, zs, _, _ = torch_loop._forward(
         projected, h0, c0, recurrent, None, mask, cell, saves=True
     )
     d_h, d_c = torch.randn(batch, units), torch.zeros(batch, units)
@@ -53,7 +53,7 @@ def main():
         )
         try:
             return torch_loop._backward(
-                projected,
+                zs,
                 h0,
                 c0,
                 recurrent,

@@ -4,13 +4,14 @@ activations, recurrent dropout), on CPU and CUDA.
 torch's op fixes tanh and sigmoid and has no recurrent dropout; the
 keras.ops path runs such a step through Keras's ops with autograd
 recording every one. This loop runs the input projection as one matmul
-before the recurrence and the fewest torch ops per step, and its backward
-pass is written out (`_Recurrence`): one matmul and a few elementwise ops
-per step, the activations' derivatives computed for all steps at once
-before it, and the weight gradients as one matmul each after it.
+before the recurrence and the fewest torch ops per step, keeping every
+step's pre-activations for the backward pass, which is written out
+(`_Recurrence`): one matmul and a few elementwise ops per step, the
+activations' derivatives computed for a chunk of steps at once before
+them, and the weight gradients as one matmul each after them.
 
 The activations are the Keras functions themselves, so the numbers are
-the keras.ops path's. Their derivatives are taken for all steps at once,
+the keras.ops path's. Their derivatives are taken for many steps at once,
 which needs an elementwise function: Keras's own activations are, except
 the softmax family (`Cell.elementwise`). Any other callable runs the same
 forward loop with autograd recording it.
@@ -38,16 +39,24 @@ def _forward(
 
     Returns (hs, cs, h, c): every step's h (with `sequence`; the carried
     h at invalid steps) and c (with `saves`), time-major, else None; and
-    the final states.
+    the final states. With `saves` (no autograd recording: `out=`) the
+    pre-activations of every step too, as (hs, cs, zs, h, c).
     """
     activation, recurrent_activation = cell.functions(torch.tanh, torch.sigmoid)
     units = h0.shape[-1]
     grouped = cell.elementwise
     h, c = h0, c0
     hs, cs = [], []
+    # Kept for the backward pass, which would compute them again.
+    zs = None
+    if saves:  # time-major and contiguous, as `projected` is not
+        zs = projected.new_empty(projected.shape)
     for t in range(projected.shape[0]):
         h_rec = h if recurrent_mask is None else h * recurrent_mask
-        z = torch.addmm(projected[t], h_rec, recurrent_kernel)
+        if saves:
+            z = torch.addmm(projected[t], h_rec, recurrent_kernel, out=zs[t])
+        else:
+            z = torch.addmm(projected[t], h_rec, recurrent_kernel)
         if grouped:
             # One call for the three sigmoid-like gates (the columns of g
             # are computed and not used).
@@ -69,6 +78,8 @@ def _forward(
         if saves:
             cs.append(c)
     stacked = [torch.stack(a) if a else None for a in (hs, cs)]
+    if saves:
+        return (*stacked, zs, h, c)
     return (*stacked, h, c)
 
 
@@ -88,57 +99,121 @@ def _with_derivative(function, x):
     return y.detach(), derivative
 
 
+def _project(inputs, kernel, bias):
+    """Every step's input projection as one matmul, time-major."""
+    batch, steps, features = inputs.shape
+    projected = torch.addmm(bias, inputs.reshape(-1, features), kernel)
+    return projected.view(batch, steps, -1).transpose(0, 1)
+
+
 class _Recurrence(torch.autograd.Function):
-    """The recurrence with its backward pass written out (elementwise
-    activations): inputs `projected`, h0, c0 and the recurrent kernel."""
+    """The layer's step over the sequence with its backward pass written
+    out (elementwise activations): inputs (batch-major), kernel, bias, h0,
+    c0 and the recurrent kernel. It keeps every step's pre-activations (the
+    backward pass would compute them again), not the projected inputs."""
 
     @staticmethod
     def forward(
-        ctx, projected, h0, c0, recurrent_kernel, valid, mask, cell, flush
+        ctx,
+        inputs,
+        kernel,
+        bias,
+        h0,
+        c0,
+        recurrent_kernel,
+        valid,
+        mask,
+        cell,
+        flush,
     ):
-        hs, cs, h, c = _forward(
+        projected = _project(inputs, kernel, bias)
+        hs, cs, zs, h, c = _forward(
             projected, h0, c0, recurrent_kernel, valid, mask, cell, saves=True
         )
+        del projected
         ctx.cell, ctx.flush = cell, flush
         # An output the loss does not use gets None, not zeros (the
         # sequence, when only the last output is used).
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(
-            projected, h0, c0, recurrent_kernel, valid, mask, hs, cs
+            inputs,
+            kernel,
+            bias,
+            h0,
+            c0,
+            recurrent_kernel,
+            valid,
+            mask,
+            hs,
+            cs,
+            zs,
         )
         return hs, h, c
 
     @staticmethod
     def backward(ctx, d_hs, d_h, d_c):
-        projected, h0, c0, recurrent_kernel, valid, mask, hs, cs = (
-            ctx.saved_tensors
-        )
-        inputs = (projected, h0, c0, recurrent_kernel)
+        *args, valid, mask, hs, cs, zs = ctx.saved_tensors
         if torch.is_grad_enabled():
             # create_graph=True (a gradient penalty): the gradients must be
             # differentiable functions of the inputs, so autograd records
             # the loop again and differentiates that.
-            grads = _differentiated(
-                inputs, valid, mask, ctx.cell, d_hs, d_h, d_c
+            grads = _differentiated(args, valid, mask, ctx.cell, d_hs, d_h, d_c)
+            return (*grads, None, None, None, None)
+        inputs, kernel, _, h0, c0, recurrent_kernel = args
+        d_h = torch.zeros_like(h0) if d_h is None else d_h
+        d_c = torch.zeros_like(c0) if d_c is None else d_c
+        flushed = denormals.flushed() if ctx.flush else None
+        with flushed or contextlib.nullcontext():
+            d_zs, d_h0, d_c0, d_recurrent = _backward(
+                zs,
+                h0,
+                c0,
+                recurrent_kernel,
+                valid,
+                mask,
+                ctx.cell,
+                hs,
+                cs,
+                d_hs,
+                d_h,
+                d_c,
             )
-        else:
-            d_h = torch.zeros_like(h0) if d_h is None else d_h
-            d_c = torch.zeros_like(c0) if d_c is None else d_c
-            flushed = denormals.flushed() if ctx.flush else None
-            with flushed or contextlib.nullcontext():
-                grads = _backward(
-                    *inputs, valid, mask, ctx.cell, hs, cs, d_hs, d_h, d_c
-                )
-        return (*grads, None, None, None, None)
+        # The projection's gradients; d_zs is time-major.
+        need = ctx.needs_input_grad
+        d_inputs = d_kernel = d_bias = None
+        if need[0]:
+            d_inputs = (d_zs @ kernel.T).transpose(0, 1)
+        if need[1]:
+            features = inputs.shape[-1]
+            steps_first = inputs.transpose(0, 1).reshape(-1, features)
+            d_kernel = steps_first.T @ d_zs.view(-1, d_zs.shape[-1])
+        if need[2]:
+            d_bias = d_zs.sum((0, 1))
+        return (
+            d_inputs,
+            d_kernel,
+            d_bias,
+            d_h0,
+            d_c0,
+            d_recurrent,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def _differentiated(inputs, valid, mask, cell, d_hs, d_h, d_c):
+def _differentiated(args, valid, mask, cell, d_hs, d_h, d_c):
+    inputs, kernel, bias, h0, c0, recurrent_kernel = args
     with torch.enable_grad():
-        hs, _, h, c = _forward(*inputs, valid, mask, cell)
+        projected = _project(inputs, kernel, bias)
+        hs, _, h, c = _forward(
+            projected, h0, c0, recurrent_kernel, valid, mask, cell
+        )
     pairs = [
         (o, g) for o, g in ((hs, d_hs), (h, d_h), (c, d_c)) if g is not None
     ]
-    wanted = [t for t in inputs if t.requires_grad]
+    wanted = [t for t in args if t.requires_grad]
     found = iter(
         torch.autograd.grad(
             [o for o, _ in pairs],
@@ -148,7 +223,7 @@ def _differentiated(inputs, valid, mask, cell, d_hs, d_h, d_c):
             allow_unused=True,
         )
     )
-    return tuple(next(found) if t.requires_grad else None for t in inputs)
+    return tuple(next(found) if t.requires_grad else None for t in args)
 
 
 # The backward pass computes what does not depend on the gradient flowing
@@ -170,7 +245,7 @@ def _chunk_steps(steps, batch, units, dtype):
 
 
 def _backward(
-    projected,
+    zs,
     h0,
     c0,
     recurrent_kernel,
@@ -183,26 +258,20 @@ def _backward(
     d_h,
     d_c,
 ):
-    """`_Recurrence`'s gradients of projected, h0, c0, recurrent_kernel."""
-    steps, batch = projected.shape[:2]
+    """`_Recurrence`'s gradients of projected, h0, c0, recurrent_kernel,
+    from the forward pass's pre-activations `zs`."""
+    steps, batch = zs.shape[:2]
     units = h0.shape[-1]
     h_prev = torch.cat([h0[None], hs[:-1]])
     if mask is not None:
         h_prev = h_prev * mask
     c_prev = torch.cat([c0[None], cs[:-1]])
-    d_zs = torch.empty(
-        projected.shape, dtype=projected.dtype, device=projected.device
-    )
-    chunk = _chunk_steps(steps, batch, units, projected.dtype)
+    d_zs = zs.new_empty(zs.shape)
+    chunk = _chunk_steps(steps, batch, units, zs.dtype)
     for end in range(steps, 0, -chunk):
         start = max(0, end - chunk)
         factors = _step_factors(
-            cell,
-            projected[start:end],
-            h_prev[start:end],
-            c_prev[start:end],
-            cs[start:end],
-            recurrent_kernel,
+            cell, zs[start:end], c_prev[start:end], cs[start:end]
         )
         d_h, d_c = _backward_steps(
             factors,
@@ -218,19 +287,11 @@ def _backward(
     return d_zs, d_h, d_c, d_recurrent
 
 
-def _step_factors(cell, projected, h_prev, c_prev, cs, recurrent_kernel):
+def _step_factors(cell, zs, c_prev, cs):
     """What the backward steps multiply the gradients by, for a chunk of
     steps at once: (by_d_c, by_d_h, through_c, f), see `_backward_steps`."""
     activation, recurrent_activation = cell.functions(torch.tanh, torch.sigmoid)
-    steps, batch = projected.shape[:2]
-    units = h_prev.shape[-1]
-    # The chunk's pre-activations at once: one matmul, instead of keeping
-    # them from the forward pass next to the projected inputs.
-    zs = torch.addmm(
-        projected.reshape(-1, 4 * units),
-        h_prev.reshape(-1, units),
-        recurrent_kernel,
-    ).view(steps, batch, -1)
+    units = cs.shape[-1]
     gates, d_gates = _with_derivative(recurrent_activation, zs)
     g, d_g = _with_derivative(activation, zs[..., 2 * units : 3 * units])
     act_c, d_act_c = _with_derivative(activation, cs)
@@ -299,10 +360,7 @@ def lstm(
     """The kernel interface's `lstm` (keras_lstm/backend/__init__.py) for
     any step: `valid` is None, lengths or a (batch, timesteps) mask. With
     `flush`, the backward pass runs with denormals flushed to zero."""
-    batch, steps, features = inputs.shape
-    # One matmul for every step's input projection, time-major.
-    projected = torch.addmm(bias, inputs.reshape(-1, features), kernel)
-    projected = projected.view(batch, steps, -1).transpose(0, 1)
+    steps = inputs.shape[1]
     if valid is not None:
         if valid.ndim == 1:  # lengths
             positions = torch.arange(steps, device=inputs.device)
@@ -310,12 +368,22 @@ def lstm(
         else:
             valid = valid.T
         valid = valid[..., None]
-    args = (projected, h0, c0, recurrent_kernel, valid, recurrent_mask, cell)
-    grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in args[:4]
-    )
+    weights = (inputs, kernel, bias, h0, c0, recurrent_kernel)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in weights)
     if grad and cell.elementwise:
-        hs, h, c = _Recurrence.apply(*args, flush)
+        hs, h, c = _Recurrence.apply(
+            *weights, valid, recurrent_mask, cell, flush
+        )
     else:
-        hs, _, h, c = _forward(*args, sequence=sequence)
+        projected = _project(inputs, kernel, bias)
+        hs, _, h, c = _forward(
+            projected,
+            h0,
+            c0,
+            recurrent_kernel,
+            valid,
+            recurrent_mask,
+            cell,
+            sequence=sequence,
+        )
     return (hs.transpose(0, 1) if sequence else None), h, c
