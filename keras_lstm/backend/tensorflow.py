@@ -387,59 +387,6 @@ def _gate_gradients(cell, gates, c_t, c_prev, d_h, d_c):
     return d_z, d_c_t, f
 
 
-def _step_factors(cell, gates, cs, c0, width):
-    """For elementwise activations: what each step's gradient multiplies,
-    for every step at once (one tape over the stacked pre-activations and
-    cell states instead of one a step), time-major: (by_d_c, by_d_h,
-    through_c, f), where a step's d_z is d_c_t times by_d_c (gates i, f,
-    g) and d_h times by_d_h (gate o), and d_c_t is d_c + d_h * through_c.
-    """
-    activation, recurrent_activation = cell.functions(tf.tanh, tf.sigmoid)
-    units = width // 4
-    zs, cs = (
-        tf.raw_ops.TensorListStack(
-            input_handle=handle,
-            element_shape=[-1, size],
-            element_dtype=c0.dtype,
-        )
-        for handle, size in ((gates, width), (cs, units))
-    )
-    z_g = zs[..., 2 * units : 3 * units]
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([zs, z_g, cs])
-        rec = recurrent_activation(zs)
-        g = activation(z_g)
-        act_c = activation(cs)
-    d_rec, d_g, d_act_c = (
-        _derivative(tape, y, x) for y, x in ((rec, zs), (g, z_g), (act_c, cs))
-    )
-    i, f, o = (rec[..., k * units : (k + 1) * units] for k in (0, 1, 3))
-    c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
-    by_d_c = tf.concat(
-        [
-            g * d_rec[..., :units],
-            c_prev * d_rec[..., units : 2 * units],
-            i * d_g,
-        ],
-        axis=-1,
-    )
-    return by_d_c, act_c * d_rec[..., 3 * units :], o * d_act_c, f
-
-
-def _derivative(tape, y, x):
-    """The elementwise derivative of y = fn(x)."""
-    d_x = tape.gradient(y, x, output_gradients=tf.ones_like(y))
-    return tf.zeros_like(x) if d_x is None else d_x
-
-
-def _factored_gradients(factors, t, d_h, d_c):
-    """`_gate_gradients` from `_step_factors`."""
-    by_d_c, by_d_h, through_c, f = (a[t] for a in factors)
-    d_c_t = d_c + d_h * through_c
-    d_z = tf.concat([tf.tile(d_c_t, [1, 3]) * by_d_c, d_h * by_d_h], axis=-1)
-    return d_z, d_c_t, f
-
-
 def _backprop(
     d_sequence,
     d_h,
@@ -471,9 +418,6 @@ def _backprop(
     recurrent_t = tf.transpose(recurrent_kernel)
     kernel_t = tf.transpose(kernel)
     like_gates = tf.TensorSpec(h0.shape[:1] + kernel.shape[1:], h0.dtype)
-    factors = None
-    if _custom(cell) and cell.elementwise:
-        factors = _step_factors(cell, gates, cs, c0, kernel.shape[1])
 
     def body(t, d_h, d_c, d_inputs, d_kernel, d_recurrent, d_bias):
         before = tf.maximum(t - 1, 0)
@@ -482,18 +426,15 @@ def _backprop(
             h_prev = h_prev * recurrent_mask
         if d_sequence is not None:
             d_h = d_h + d_sequence[:, t]
-        if factors is not None:
-            d_z, d_c_t, f = _factored_gradients(factors, t, d_h, d_c)
-        else:
-            c_prev = tf.where(t > 0, _saved(cs, before, c0), c0)
-            d_z, d_c_t, f = _gate_gradients(
-                cell,
-                _saved(gates, t, like_gates),
-                _saved(cs, t, c0),
-                c_prev,
-                d_h,
-                d_c,
-            )
+        c_prev = tf.where(t > 0, _saved(cs, before, c0), c0)
+        d_z, d_c_t, f = _gate_gradients(
+            cell,
+            _saved(gates, t, like_gates),
+            _saved(cs, t, c0),
+            c_prev,
+            d_h,
+            d_c,
+        )
         d_h_prev = d_z @ recurrent_t
         if recurrent_mask is not None:
             d_h_prev = d_h_prev * recurrent_mask
