@@ -113,41 +113,18 @@ class _Recurrence(torch.autograd.Function):
     backward pass would compute them again), not the projected inputs."""
 
     @staticmethod
-    def forward(
-        ctx,
-        inputs,
-        kernel,
-        bias,
-        h0,
-        c0,
-        recurrent_kernel,
-        valid,
-        mask,
-        cell,
-        flush,
-    ):
-        projected = _project(inputs, kernel, bias)
+    def forward(ctx, *args):
+        # args: inputs, kernel, bias, h0, c0, recurrent_kernel, then valid,
+        # mask, cell and flush.
+        *weights, valid, mask, cell, flush = args
         hs, cs, zs, h, c = _forward(
-            projected, h0, c0, recurrent_kernel, valid, mask, cell, saves=True
+            _project(*weights[:3]), *weights[3:], valid, mask, cell, saves=True
         )
-        del projected
         ctx.cell, ctx.flush = cell, flush
         # An output the loss does not use gets None, not zeros (the
         # sequence, when only the last output is used).
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(
-            inputs,
-            kernel,
-            bias,
-            h0,
-            c0,
-            recurrent_kernel,
-            valid,
-            mask,
-            hs,
-            cs,
-            zs,
-        )
+        ctx.save_for_backward(*weights, valid, mask, hs, cs, zs)
         return hs, h, c
 
     @staticmethod
@@ -159,24 +136,13 @@ class _Recurrence(torch.autograd.Function):
             # the loop again and differentiates that.
             grads = _differentiated(args, valid, mask, ctx.cell, d_hs, d_h, d_c)
             return (*grads, None, None, None, None)
-        inputs, kernel, _, h0, c0, recurrent_kernel = args
+        inputs, kernel, _, h0, c0, _ = args
         d_h = torch.zeros_like(h0) if d_h is None else d_h
         d_c = torch.zeros_like(c0) if d_c is None else d_c
         flushed = denormals.flushed() if ctx.flush else None
         with flushed or contextlib.nullcontext():
             d_zs, d_h0, d_c0, d_recurrent = _backward(
-                zs,
-                h0,
-                c0,
-                recurrent_kernel,
-                valid,
-                mask,
-                ctx.cell,
-                hs,
-                cs,
-                d_hs,
-                d_h,
-                d_c,
+                zs, *args[3:], valid, mask, ctx.cell, hs, cs, d_hs, d_h, d_c
             )
         # The projection's gradients; d_zs is time-major.
         need = ctx.needs_input_grad
@@ -189,18 +155,8 @@ class _Recurrence(torch.autograd.Function):
             d_kernel = steps_first.T @ d_zs.view(-1, d_zs.shape[-1])
         if need[2]:
             d_bias = d_zs.sum((0, 1))
-        return (
-            d_inputs,
-            d_kernel,
-            d_bias,
-            d_h0,
-            d_c0,
-            d_recurrent,
-            None,
-            None,
-            None,
-            None,
-        )
+        grads = (d_inputs, d_kernel, d_bias, d_h0, d_c0, d_recurrent)
+        return (*grads, None, None, None, None)
 
 
 def _differentiated(args, valid, mask, cell, d_hs, d_h, d_c):
@@ -375,12 +331,9 @@ def lstm(
             *weights, valid, recurrent_mask, cell, flush
         )
     else:
-        projected = _project(inputs, kernel, bias)
         hs, _, h, c = _forward(
-            projected,
-            h0,
-            c0,
-            recurrent_kernel,
+            _project(*weights[:3]),
+            *weights[3:],
             valid,
             recurrent_mask,
             cell,
