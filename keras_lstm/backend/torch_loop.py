@@ -53,10 +53,8 @@ def _forward(
         zs = projected.new_empty(projected.shape)
     for t in range(projected.shape[0]):
         h_rec = h if recurrent_mask is None else h * recurrent_mask
-        if saves:
-            z = torch.addmm(projected[t], h_rec, recurrent_kernel, out=zs[t])
-        else:
-            z = torch.addmm(projected[t], h_rec, recurrent_kernel)
+        out = None if zs is None else zs[t]
+        z = torch.addmm(projected[t], h_rec, recurrent_kernel, out=out)
         if grouped:
             # One call for the three sigmoid-like gates (the columns of g
             # are computed and not used).
@@ -160,12 +158,9 @@ class _Recurrence(torch.autograd.Function):
 
 
 def _differentiated(args, valid, mask, cell, d_hs, d_h, d_c):
-    inputs, kernel, bias, h0, c0, recurrent_kernel = args
     with torch.enable_grad():
-        projected = _project(inputs, kernel, bias)
-        hs, _, h, c = _forward(
-            projected, h0, c0, recurrent_kernel, valid, mask, cell
-        )
+        projected = _project(*args[:3])
+        hs, _, h, c = _forward(projected, *args[3:], valid, mask, cell)
     pairs = [
         (o, g) for o, g in ((hs, d_hs), (h, d_h), (c, d_c)) if g is not None
     ]
